@@ -1,0 +1,61 @@
+//! The `fedwall` command line: argument parsing and output only; the work happens in the
+//! library's layers.
+
+mod bpf;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// eBPF network-policy enforcement for Kubernetes, with federated endpoint identity:
+/// policies in one cluster can select pods and hosts of other clusters by their labels.
+#[derive(Debug, Parser)]
+#[command(name = "fedwall", version, propagate_version = true)]
+struct Cli {
+    /// Log filter, in `tracing` env-filter syntax (also read from RUST_LOG).
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect fedwall's pinned kernel state on this node (works while the agent is down).
+    #[command(subcommand)]
+    Bpf(bpf::BpfCommand),
+}
+
+/// Output format of the inspection commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Bpf(command) => bpf::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("fedwall: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,108 @@
+//! Loading the embedded kernel object: programs verified once, maps pinned under the pin
+//! root so they outlive the process.
+
+use std::path::{Path, PathBuf};
+
+use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
+use fedwall_common::stats::{Direction, PROTO_STATS_MAP};
+
+use super::{DataplaneError, ProtoStats};
+
+/// The kernel object built from ebpf/ by build.rs.
+static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fedwall-ebpf"));
+
+/// A TC program of the kernel object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcProgram {
+    /// Counts packets by protocol, on the ingress hook.
+    CountIngress,
+    /// Counts packets by protocol, on the egress hook.
+    CountEgress,
+}
+
+impl TcProgram {
+    pub const ALL: [TcProgram; 2] = [TcProgram::CountIngress, TcProgram::CountEgress];
+
+    /// The program's name in the object (and in `bpftool prog`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            TcProgram::CountIngress => "fw_cnt_ingress",
+            TcProgram::CountEgress => "fw_cnt_egress",
+        }
+    }
+
+    pub const fn direction(self) -> Direction {
+        match self {
+            TcProgram::CountIngress => Direction::Ingress,
+            TcProgram::CountEgress => Direction::Egress,
+        }
+    }
+
+    /// The counting program for one direction.
+    pub const fn counter(direction: Direction) -> TcProgram {
+        match direction {
+            Direction::Ingress => TcProgram::CountIngress,
+            Direction::Egress => TcProgram::CountEgress,
+        }
+    }
+}
+
+/// fedwall's kernel programs, loaded and verified, with their maps pinned under `pin_root`.
+/// Dropping it detaches whatever it attached; the pinned maps stay.
+pub struct KernelPrograms {
+    ebpf: Ebpf,
+    pin_root: PathBuf,
+}
+
+impl KernelPrograms {
+    /// Loads the embedded object, reusing maps already pinned under `pin_root` (so counters
+    /// and state survive a restart) and pinning the ones that are not, then loads every
+    /// program into the kernel so a verifier rejection shows up here, not at attach time.
+    pub fn load(pin_root: &Path) -> Result<Self, DataplaneError> {
+        std::fs::create_dir_all(pin_root).map_err(|source| DataplaneError::PinRoot {
+            path: pin_root.to_owned(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_root)
+            .load(KERNEL_OBJECT)
+            .map_err(|source| DataplaneError::Load { source })?;
+        for program in TcProgram::ALL {
+            classifier(&mut ebpf, program)?
+                .load()
+                .map_err(|source| DataplaneError::Verify {
+                    program: program.name(),
+                    source,
+                })?;
+        }
+        Ok(Self {
+            ebpf,
+            pin_root: pin_root.to_owned(),
+        })
+    }
+
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    pub fn program_mut(&mut self, program: TcProgram) -> Result<&mut SchedClassifier, DataplaneError> {
+        classifier(&mut self.ebpf, program)
+    }
+
+    /// The per-CPU protocol counters of these programs.
+    pub fn proto_stats(&self) -> Result<ProtoStats, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(PROTO_STATS_MAP)
+            .ok_or(DataplaneError::MissingMap { map: PROTO_STATS_MAP })?;
+        ProtoStats::read(map)
+    }
+}
+
+fn classifier(ebpf: &mut Ebpf, program: TcProgram) -> Result<&mut SchedClassifier, DataplaneError> {
+    let name = program.name();
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::MissingProgram { program: name })?
+        .try_into()
+        .map_err(|source| DataplaneError::Verify { program: name, source })
+}

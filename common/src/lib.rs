@@ -1,0 +1,6 @@
+//! Map keys and values shared by fedwall's kernel programs (ebpf/) and its userspace
+//! (agent/). Every type is `#[repr(C)]` with explicit padding, and a compile-time size check
+//! keeps the kernel and userspace views of a map identical.
+#![no_std]
+
+pub mod stats;

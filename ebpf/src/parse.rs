@@ -1,0 +1,186 @@
+//! Header parsing shared by every TC program: Ethernet, then IPv4 or IPv6 (with a bounded
+//! walk over extension headers) down to the L4 protocol and where its header starts.
+//!
+//! Reads use direct packet access with a bounds check per header, so the verifier can prove
+//! every read; work is bounded by `MAX_IPV6_EXT_HEADERS`.
+
+use aya_ebpf::programs::TcContext;
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// More extension headers than this and the packet is treated as malformed: no legitimate
+/// packet needs that many, and the bound keeps per-packet work constant.
+const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+/// Bytes of headers the parser may read; pulled into the linear area when they are not.
+pub const MAX_PARSED_HEADERS: u32 = 256;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Where the L3 and L4 headers of an IP packet are.
+#[derive(Clone, Copy)]
+pub struct IpHeaders {
+    pub family: Family,
+    /// The final protocol (after IPv6 extension headers).
+    pub protocol: u8,
+    /// Offset of the L4 header from the start of the packet; `None` for a fragment other
+    /// than the first, which carries no L4 header.
+    pub l4_offset: Option<usize>,
+}
+
+/// The outcome of parsing a frame.
+#[derive(Clone, Copy)]
+pub enum Parsed {
+    /// Not an IP packet (ARP and friends).
+    NonIp,
+    Ip(IpHeaders),
+}
+
+/// Why a frame that claims to be IP could not be parsed.
+#[derive(Clone, Copy)]
+pub enum ParseError {
+    /// A header runs past the end of the packet.
+    Truncated,
+    /// A header field is inconsistent (IPv4 IHL < 5, wrong version, too many IPv6 extension headers).
+    Invalid,
+}
+
+/// Makes sure the headers are in the linear part of the skb. Only pulls when they are not:
+/// pulling a cloned skb copies it.
+#[inline(always)]
+pub fn ensure_linear_headers(ctx: &TcContext) {
+    let linear = ctx.data_end().saturating_sub(ctx.data());
+    let wanted = core::cmp::min(ctx.len(), MAX_PARSED_HEADERS) as usize;
+    if linear < wanted {
+        // A failed pull leaves the skb as it was; the bounds checks below then see a
+        // truncated packet, which is the safe outcome.
+        let _ = ctx.pull_data(wanted as u32);
+    }
+}
+
+/// Returns a pointer to `N` bytes at `offset`, or `Truncated` if they are not all there.
+#[inline(always)]
+fn bytes_at<const N: usize>(ctx: &TcContext, offset: usize) -> Result<*const [u8; N], ParseError> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + N > end {
+        return Err(ParseError::Truncated);
+    }
+    Ok((start + offset) as *const [u8; N])
+}
+
+/// Reads `N` bytes at `offset` (a copy, so later packet writes cannot alias it).
+#[inline(always)]
+pub fn read<const N: usize>(ctx: &TcContext, offset: usize) -> Result<[u8; N], ParseError> {
+    let ptr = bytes_at::<N>(ctx, offset)?;
+    // SAFETY: bytes_at checked that offset..offset+N lies inside the packet; [u8; N] has
+    // alignment 1.
+    Ok(unsafe { *ptr })
+}
+
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Result<Parsed, ParseError> {
+    let eth = read::<ETH_HLEN>(ctx, 0)?;
+    match u16::from_be_bytes([eth[12], eth[13]]) {
+        ETH_P_IP => parse_ipv4(ctx, ETH_HLEN).map(Parsed::Ip),
+        ETH_P_IPV6 => parse_ipv6(ctx, ETH_HLEN).map(Parsed::Ip),
+        _ => Ok(Parsed::NonIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
+    let ip = read::<IPV4_MIN_HLEN>(ctx, offset)?;
+    let header_len = ((ip[0] & 0x0f) as usize) * 4;
+    if ip[0] >> 4 != 4 || header_len < IPV4_MIN_HLEN {
+        return Err(ParseError::Invalid);
+    }
+    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    Ok(IpHeaders {
+        family: Family::V4,
+        protocol: ip[9],
+        l4_offset: (fragment_offset == 0).then_some(offset + header_len),
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
+    let ip = read::<IPV6_HLEN>(ctx, offset)?;
+    if ip[0] >> 4 != 6 {
+        return Err(ParseError::Invalid);
+    }
+    let mut next_header = ip[6];
+    let mut cursor = offset + IPV6_HLEN;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let ext = match next_header {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH => {
+                read::<8>(ctx, cursor)?
+            }
+            _ => {
+                return Ok(IpHeaders {
+                    family: Family::V6,
+                    protocol: next_header,
+                    l4_offset: Some(cursor),
+                });
+            }
+        };
+        let ext_len = match next_header {
+            IPPROTO_FRAGMENT => {
+                let fragment_offset = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
+                if fragment_offset != 0 {
+                    return Ok(IpHeaders {
+                        family: Family::V6,
+                        protocol: ext[0],
+                        l4_offset: None,
+                    });
+                }
+                8
+            }
+            IPPROTO_AH => (ext[1] as usize + 2) * 4,
+            _ => (ext[1] as usize + 1) * 8,
+        };
+        next_header = ext[0];
+        cursor += ext_len;
+    }
+    Err(ParseError::Invalid)
+}
+
+/// The minimum L4 header this parser insists on before calling a packet that protocol.
+#[inline(always)]
+pub const fn l4_min_len(protocol: u8) -> usize {
+    match protocol {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP | IPPROTO_ICMP | IPPROTO_ICMPV6 => 8,
+        _ => 0,
+    }
+}
+
+/// Checks that the L4 header of `headers` is fully inside the packet.
+#[inline(always)]
+pub fn l4_header_present(ctx: &TcContext, headers: &IpHeaders) -> Result<(), ParseError> {
+    if let Some(l4) = headers.l4_offset {
+        let needed = l4_min_len(headers.protocol);
+        if ctx.data() + l4 + needed > ctx.data_end() {
+            return Err(ParseError::Truncated);
+        }
+    }
+    Ok(())
+}
