@@ -3,6 +3,10 @@
 //! parser and maps).
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "#[classifier] generates the extern entry point that takes the kernel's skb pointer"
+)]
 
 mod parse;
 
