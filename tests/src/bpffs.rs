@@ -36,7 +36,13 @@ impl Bpffs {
                 std::ptr::null(),
             )
         };
-        assert_eq!(rc, 0, "mount bpffs on {}: {}", dir.display(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "mount bpffs on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
         Bpffs { dir }
     }
 
@@ -56,12 +62,17 @@ impl Drop for Bpffs {
         // SAFETY: target is a valid NUL-terminated path.
         let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
         if rc != 0 {
-            eprintln!("warning: umount {}: {}", self.dir.display(), std::io::Error::last_os_error());
+            eprintln!(
+                "warning: umount {}: {}",
+                self.dir.display(),
+                std::io::Error::last_os_error()
+            );
         }
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
 fn c_path(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap_or_else(|e| panic!("path {}: {e}", path.display()))
+    CString::new(path.as_os_str().as_bytes())
+        .unwrap_or_else(|e| panic!("path {}: {e}", path.display()))
 }

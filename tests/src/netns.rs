@@ -74,7 +74,13 @@ impl NetNs {
                 .spawn(|| {
                     // SAFETY: setns on a valid namespace fd affects only this thread.
                     let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns into {}: {}", self.name, std::io::Error::last_os_error());
+                    assert_eq!(
+                        rc,
+                        0,
+                        "setns into {}: {}",
+                        self.name,
+                        std::io::Error::last_os_error()
+                    );
                     f()
                 })
                 .join()
@@ -102,7 +108,9 @@ impl Default for NetNs {
 impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the namespace also deletes the veth ends inside it (and their peers).
-        let status = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let status = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
         if !matches!(status, Ok(s) if s.success()) {
             eprintln!("warning: could not delete netns {}: {status:?}", self.name);
         }
@@ -122,7 +130,9 @@ pub struct End<'a> {
 pub fn veth(a: End<'_>, b: End<'_>) {
     // Create in a's namespace, then move the peer: `ip link add … netns` for both ends at
     // once is not supported by iproute2 6.1.
-    a.ns.run(&["ip", "link", "add", a.ifname, "type", "veth", "peer", "name", b.ifname]);
+    a.ns.run(&[
+        "ip", "link", "add", a.ifname, "type", "veth", "peer", "name", b.ifname,
+    ]);
     a.ns.run(&["ip", "link", "set", b.ifname, "netns", b.ns.name()]);
     for end in [a, b] {
         for addr in end.addrs {
@@ -137,9 +147,9 @@ pub fn veth(a: End<'_>, b: End<'_>) {
 }
 
 fn run_checked(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?} (is iproute2 installed? ./x installs it): {e}"));
+    let output = command.output().unwrap_or_else(|e| {
+        panic!("cannot run {command:?} (is iproute2 installed? ./x installs it): {e}")
+    });
     assert!(
         output.status.success(),
         "{command:?} failed: {}",

@@ -22,7 +22,10 @@ pub fn record_skip(test: &str, reason: &str) {
             .open(&path)
             .and_then(|mut file| file.write_all(line.as_bytes()));
         if let Err(e) = written {
-            eprintln!("warning: cannot record the skip in {}: {e}", path.to_string_lossy());
+            eprintln!(
+                "warning: cannot record the skip in {}: {e}",
+                path.to_string_lossy()
+            );
         }
     }
 }

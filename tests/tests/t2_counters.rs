@@ -97,7 +97,10 @@ fn pings_move_counters(policy: AttachPolicy) {
         stats.get(Direction::Ingress, ProtoClass::NonIp).packets >= 1,
         "ingress ARP: {stats:#?}"
     );
-    assert_eq!(stats.get(Direction::Ingress, ProtoClass::Malformed).packets, 0);
+    assert_eq!(
+        stats.get(Direction::Ingress, ProtoClass::Malformed).packets,
+        0
+    );
     let ipv4_icmp = stats.get(Direction::Ingress, ProtoClass::Ipv4Icmp);
     assert!(
         ipv4_icmp.bytes >= ipv4_icmp.packets * 98,
@@ -150,6 +153,8 @@ fn auto_attach_uses_tcx_on_this_kernel() {
         attachment.mode,
         fedwall::dataplane::AttachMode::Tcx,
         "kernel {} has TCX (>= 6.6)",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
     );
 }
