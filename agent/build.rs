@@ -42,7 +42,8 @@ fn main() -> anyhow::Result<()> {
 fn pinned_toolchain(workspace_root: &std::path::Path) -> anyhow::Result<String> {
     let path = workspace_root.join("rust-toolchain.toml");
     println!("cargo::rerun-if-changed={}", path.display());
-    let text = std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     text.lines()
         .filter_map(|line| line.trim().strip_prefix("channel"))
         .filter_map(|rest| rest.trim().strip_prefix('='))

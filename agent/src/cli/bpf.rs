@@ -24,8 +24,9 @@ pub enum BpfCommand {
 pub fn run(command: BpfCommand) -> anyhow::Result<ExitCode> {
     match command {
         BpfCommand::Stats { pin_root, output } => {
-            let stats = ProtoStats::from_pin(&pin_root)
-                .with_context(|| format!("reading the counters pinned under {}", pin_root.display()))?;
+            let stats = ProtoStats::from_pin(&pin_root).with_context(|| {
+                format!("reading the counters pinned under {}", pin_root.display())
+            })?;
             print_stats(&stats, output);
             Ok(ExitCode::SUCCESS)
         }
@@ -35,7 +36,10 @@ pub fn run(command: BpfCommand) -> anyhow::Result<ExitCode> {
 fn print_stats(stats: &ProtoStats, output: OutputFormat) {
     match output {
         OutputFormat::Table => {
-            println!("{:<9} {:<11} {:>12} {:>14}", "DIRECTION", "CLASS", "PACKETS", "BYTES");
+            println!(
+                "{:<9} {:<11} {:>12} {:>14}",
+                "DIRECTION", "CLASS", "PACKETS", "BYTES"
+            );
             for (direction, class, counter) in stats.iter() {
                 println!(
                     "{:<9} {:<11} {:>12} {:>14}",

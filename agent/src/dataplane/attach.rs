@@ -96,7 +96,11 @@ impl KernelPrograms {
         }
     }
 
-    fn attach_tcx(&mut self, program: TcProgram, ifindex: u32) -> Result<Attachment, DataplaneError> {
+    fn attach_tcx(
+        &mut self,
+        program: TcProgram,
+        ifindex: u32,
+    ) -> Result<Attachment, DataplaneError> {
         let attach = TcAttach::Tcx {
             attach_type: attach_type(program.direction()),
             order: LinkOrder::default(),
@@ -104,7 +108,11 @@ impl KernelPrograms {
         self.attach_with(program, ifindex, AttachMode::Tcx, attach)
     }
 
-    fn attach_clsact(&mut self, program: TcProgram, ifindex: u32) -> Result<Attachment, DataplaneError> {
+    fn attach_clsact(
+        &mut self,
+        program: TcProgram,
+        ifindex: u32,
+    ) -> Result<Attachment, DataplaneError> {
         match tc::qdisc_add_clsact(ifindex) {
             Ok(()) => {}
             Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}

@@ -13,12 +13,16 @@ pub enum DataplaneError {
         #[source]
         source: io::Error,
     },
-    #[error("loading fedwall's kernel object failed (is this root with CAP_BPF, on a kernel with BTF?): {source}")]
+    #[error(
+        "loading fedwall's kernel object failed (is this root with CAP_BPF, on a kernel with BTF?): {source}"
+    )]
     Load {
         #[source]
         source: aya::EbpfError,
     },
-    #[error("the kernel object has no program {program}: the agent and its embedded object disagree")]
+    #[error(
+        "the kernel object has no program {program}: the agent and its embedded object disagree"
+    )]
     MissingProgram { program: &'static str },
     #[error("the kernel object has no map {map}: the agent and its embedded object disagree")]
     MissingMap { map: &'static str },
@@ -48,7 +52,9 @@ pub enum DataplaneError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("pinned map {path}: {source} (is an agent of this version running, or did one run on this node?)")]
+    #[error(
+        "pinned map {path}: {source} (is an agent of this version running, or did one run on this node?)"
+    )]
     PinnedMap {
         path: PathBuf,
         #[source]

@@ -9,7 +9,8 @@ use fedwall_common::stats::{Direction, PROTO_STATS_MAP};
 use super::{DataplaneError, ProtoStats};
 
 /// The kernel object built from ebpf/ by build.rs.
-static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fedwall-ebpf"));
+static KERNEL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fedwall-ebpf"));
 
 /// A TC program of the kernel object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +86,10 @@ impl KernelPrograms {
         &self.pin_root
     }
 
-    pub fn program_mut(&mut self, program: TcProgram) -> Result<&mut SchedClassifier, DataplaneError> {
+    pub fn program_mut(
+        &mut self,
+        program: TcProgram,
+    ) -> Result<&mut SchedClassifier, DataplaneError> {
         classifier(&mut self.ebpf, program)
     }
 
@@ -94,7 +98,9 @@ impl KernelPrograms {
         let map = self
             .ebpf
             .map(PROTO_STATS_MAP)
-            .ok_or(DataplaneError::MissingMap { map: PROTO_STATS_MAP })?;
+            .ok_or(DataplaneError::MissingMap {
+                map: PROTO_STATS_MAP,
+            })?;
         ProtoStats::read(map)
     }
 }
@@ -104,5 +110,8 @@ fn classifier(ebpf: &mut Ebpf, program: TcProgram) -> Result<&mut SchedClassifie
     ebpf.program_mut(name)
         .ok_or(DataplaneError::MissingProgram { program: name })?
         .try_into()
-        .map_err(|source| DataplaneError::Verify { program: name, source })
+        .map_err(|source| DataplaneError::Verify {
+            program: name,
+            source,
+        })
 }

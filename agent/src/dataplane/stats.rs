@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use aya::maps::{Map, MapData, PerCpuArray};
-use fedwall_common::stats::{Direction, PROTO_STATS_ENTRIES, PROTO_STATS_MAP, ProtoClass, ProtoCounter, proto_stats_index};
+use fedwall_common::stats::{
+    Direction, PROTO_STATS_ENTRIES, PROTO_STATS_MAP, ProtoClass, ProtoCounter, proto_stats_index,
+};
 
 use super::DataplaneError;
 
@@ -17,23 +19,25 @@ pub struct ProtoStats {
 
 impl ProtoStats {
     pub(super) fn read(map: &Map) -> Result<Self, DataplaneError> {
-        let array = PerCpuArray::<_, ProtoCounter>::try_from(map).map_err(|source| DataplaneError::Map {
-            map: PROTO_STATS_MAP,
-            source,
+        let array = PerCpuArray::<_, ProtoCounter>::try_from(map).map_err(|source| {
+            DataplaneError::Map {
+                map: PROTO_STATS_MAP,
+                source,
+            }
         })?;
         let mut counters = vec![ProtoCounter::default(); PROTO_STATS_ENTRIES as usize];
         for (index, counter) in (0..PROTO_STATS_ENTRIES).zip(counters.iter_mut()) {
-                let per_cpu = array
-                    .get(&index, 0)
-                    .map_err(|source| DataplaneError::Map {
-                        map: PROTO_STATS_MAP,
-                        source,
-                    })?;
-                let total = per_cpu.iter().fold(ProtoCounter::default(), |sum, cpu| ProtoCounter {
+            let per_cpu = array.get(&index, 0).map_err(|source| DataplaneError::Map {
+                map: PROTO_STATS_MAP,
+                source,
+            })?;
+            let total = per_cpu
+                .iter()
+                .fold(ProtoCounter::default(), |sum, cpu| ProtoCounter {
                     packets: sum.packets + cpu.packets,
                     bytes: sum.bytes + cpu.bytes,
                 });
-                *counter = total;
+            *counter = total;
         }
         Ok(Self { counters })
     }
@@ -45,7 +49,9 @@ impl ProtoStats {
             path: path.clone(),
             source,
         };
-        let map = MapData::from_pin(&path).and_then(Map::from_map_data).map_err(pinned)?;
+        let map = MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .map_err(pinned)?;
         Self::read(&map)
     }
 
