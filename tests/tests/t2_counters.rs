@@ -58,7 +58,7 @@ fn pings_move_counters(policy: AttachPolicy) {
         TcProgram::ALL.map(|program| {
             programs
                 .attach(program, ifindex, policy)
-                .unwrap_or_else(|e| panic!("attach {program:?} with {policy:?}: {e}"))
+                .unwrap_or_else(|e| panic!("attach {program:?} with {policy:?}: {e:?}"))
         })
     });
     if policy != AttachPolicy::Auto {

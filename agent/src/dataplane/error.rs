@@ -1,11 +1,13 @@
-//! What can go wrong in the dataplane, each variant naming the object it failed on.
+//! What can go wrong in the dataplane, each variant naming the object it failed on. The
+//! underlying aya or OS error is the `source()`, not part of the message: print the chain
+//! (`{:#}` through anyhow) to see it.
 
 use std::{io, path::PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error(
-        "cannot create the pin root {path}: {source} (it must be on a bpffs mount; \
+        "cannot create the pin root {path} (it must be on a bpffs mount; \
          mount one with `mount -t bpf bpf /sys/fs/bpf` or pass --pin-root)"
     )]
     PinRoot {
@@ -14,7 +16,7 @@ pub enum DataplaneError {
         source: io::Error,
     },
     #[error(
-        "loading fedwall's kernel object failed (is this root with CAP_BPF, on a kernel with BTF?): {source}"
+        "loading fedwall's kernel object failed (is this root with CAP_BPF, on a kernel with BTF?)"
     )]
     Load {
         #[source]
@@ -26,13 +28,13 @@ pub enum DataplaneError {
     MissingProgram { program: &'static str },
     #[error("the kernel object has no map {map}: the agent and its embedded object disagree")]
     MissingMap { map: &'static str },
-    #[error("the kernel verifier rejected program {program}: {source}")]
+    #[error("the kernel verifier rejected program {program}")]
     Verify {
         program: &'static str,
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("cannot attach {program} to interface {ifindex} with {mode}: {source}")]
+    #[error("cannot attach {program} to interface {ifindex} with {mode}")]
     Attach {
         program: &'static str,
         ifindex: u32,
@@ -40,20 +42,20 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("cannot add a clsact qdisc to interface {ifindex}: {source}")]
+    #[error("cannot add a clsact qdisc to interface {ifindex}")]
     Clsact {
         ifindex: u32,
         #[source]
         source: aya::programs::tc::TcError,
     },
-    #[error("map {map}: {source}")]
+    #[error("map {map}")]
     Map {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
     #[error(
-        "pinned map {path}: {source} (is an agent of this version running, or did one run on this node?)"
+        "cannot open pinned map {path} (is an agent of this version running, or did one run on this node?)"
     )]
     PinnedMap {
         path: PathBuf,
