@@ -2,6 +2,7 @@
 //! library's layers.
 
 mod bpf;
+mod selector;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,9 @@ enum Command {
     /// Inspect fedwall's pinned kernel state on this node (works while the agent is down).
     #[command(subcommand)]
     Bpf(bpf::BpfCommand),
+    /// Parse selectors and evaluate them against labels (Calico's selector language).
+    #[command(subcommand)]
+    Selector(selector::SelectorCommand),
 }
 
 /// Output format of the inspection commands.
@@ -41,6 +45,7 @@ pub fn main() -> ExitCode {
     init_logging(&cli.log);
     let result = match cli.command {
         Command::Bpf(command) => bpf::run(command),
+        Command::Selector(command) => selector::run(command),
     };
     match result {
         Ok(code) => code,
