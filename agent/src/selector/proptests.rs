@@ -209,3 +209,24 @@ fn generated_label_maps_match_both_ways() {
         "matched {matched}, unmatched {unmatched}"
     );
 }
+
+/// Guards the fragment generator: if almost nothing it glues together parses, the
+/// round-trip half of that property would pass vacuously.
+#[test]
+fn glued_fragments_parse_often_enough() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let fragments = vec(select(FRAGMENTS), 0..14);
+    let valid = (0..1000)
+        .filter(|_| {
+            let parts = fragments
+                .new_tree(&mut runner)
+                .expect("generate fragments")
+                .current();
+            Selector::parse(&parts.concat()).is_ok()
+        })
+        .count();
+    assert!(valid >= 20, "only {valid} of 1000 glued inputs parse");
+}
