@@ -13,6 +13,7 @@
 
 mod error;
 mod expr;
+pub mod index;
 mod lexer;
 mod parser;
 
