@@ -3,4 +3,5 @@
 //! keeps the kernel and userspace views of a map identical.
 #![no_std]
 
+pub mod net;
 pub mod stats;

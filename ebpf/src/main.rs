@@ -16,10 +16,11 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::TcContext,
 };
+use fedwall_common::net::ip_proto;
 use fedwall_common::stats::{
     Direction, PROTO_STATS_ENTRIES, ProtoClass, ProtoCounter, proto_stats_index,
 };
-use parse::{Family, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Parsed};
+use parse::{Family, Parsed};
 
 #[map(name = "fw_proto_stats_v1")]
 static PROTO_STATS: PerCpuArray<ProtoCounter> = PerCpuArray::pinned(PROTO_STATS_ENTRIES, 0);
@@ -65,13 +66,13 @@ fn classify(ctx: &TcContext) -> ProtoClass {
     }
     let first_fragment_or_whole = headers.l4_offset.is_some();
     match (headers.family, headers.protocol, first_fragment_or_whole) {
-        (Family::V4, IPPROTO_TCP, true) => ProtoClass::Ipv4Tcp,
-        (Family::V4, IPPROTO_UDP, true) => ProtoClass::Ipv4Udp,
-        (Family::V4, IPPROTO_ICMP, true) => ProtoClass::Ipv4Icmp,
+        (Family::V4, ip_proto::TCP, true) => ProtoClass::Ipv4Tcp,
+        (Family::V4, ip_proto::UDP, true) => ProtoClass::Ipv4Udp,
+        (Family::V4, ip_proto::ICMP, true) => ProtoClass::Ipv4Icmp,
         (Family::V4, _, _) => ProtoClass::Ipv4Other,
-        (Family::V6, IPPROTO_TCP, true) => ProtoClass::Ipv6Tcp,
-        (Family::V6, IPPROTO_UDP, true) => ProtoClass::Ipv6Udp,
-        (Family::V6, IPPROTO_ICMPV6, true) => ProtoClass::Ipv6Icmp,
+        (Family::V6, ip_proto::TCP, true) => ProtoClass::Ipv6Tcp,
+        (Family::V6, ip_proto::UDP, true) => ProtoClass::Ipv6Udp,
+        (Family::V6, ip_proto::ICMPV6, true) => ProtoClass::Ipv6Icmp,
         (Family::V6, _, _) => ProtoClass::Ipv6Other,
     }
 }

@@ -5,22 +5,11 @@
 //! every read; work is bounded by `MAX_IPV6_EXT_HEADERS`.
 
 use aya_ebpf::programs::TcContext;
+use fedwall_common::net::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ip_proto};
 
 pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
-
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
 
 /// More extension headers than this and the packet is treated as malformed: no legitimate
 /// packet needs that many, and the bound keeps per-packet work constant.
@@ -100,8 +89,8 @@ pub fn read<const N: usize>(ctx: &TcContext, offset: usize) -> Result<[u8; N], P
 pub fn parse(ctx: &TcContext) -> Result<Parsed, ParseError> {
     let eth = read::<ETH_HLEN>(ctx, 0)?;
     match u16::from_be_bytes([eth[12], eth[13]]) {
-        ETH_P_IP => parse_ipv4(ctx, ETH_HLEN).map(Parsed::Ip),
-        ETH_P_IPV6 => parse_ipv6(ctx, ETH_HLEN).map(Parsed::Ip),
+        ETHERTYPE_IPV4 => parse_ipv4(ctx, ETH_HLEN).map(Parsed::Ip),
+        ETHERTYPE_IPV6 => parse_ipv6(ctx, ETH_HLEN).map(Parsed::Ip),
         _ => Ok(Parsed::NonIp),
     }
 }
@@ -131,9 +120,11 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
     let mut cursor = offset + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let ext = match next_header {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_FRAGMENT | IPPROTO_AH => {
-                read::<8>(ctx, cursor)?
-            }
+            ip_proto::HOP_BY_HOP
+            | ip_proto::ROUTING
+            | ip_proto::DEST_OPTS
+            | ip_proto::FRAGMENT
+            | ip_proto::AUTH => read::<8>(ctx, cursor)?,
             _ => {
                 return Ok(IpHeaders {
                     family: Family::V6,
@@ -143,7 +134,7 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
             }
         };
         let ext_len = match next_header {
-            IPPROTO_FRAGMENT => {
+            ip_proto::FRAGMENT => {
                 let fragment_offset = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
                 if fragment_offset != 0 {
                     return Ok(IpHeaders {
@@ -154,7 +145,7 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
                 }
                 8
             }
-            IPPROTO_AH => (ext[1] as usize + 2) * 4,
+            ip_proto::AUTH => (ext[1] as usize + 2) * 4,
             _ => (ext[1] as usize + 1) * 8,
         };
         next_header = ext[0];
@@ -167,8 +158,8 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
 #[inline(always)]
 pub const fn l4_min_len(protocol: u8) -> usize {
     match protocol {
-        IPPROTO_TCP => 20,
-        IPPROTO_UDP | IPPROTO_ICMP | IPPROTO_ICMPV6 => 8,
+        ip_proto::TCP => 20,
+        ip_proto::UDP | ip_proto::ICMP | ip_proto::ICMPV6 => 8,
         _ => 0,
     }
 }

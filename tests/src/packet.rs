@@ -16,8 +16,7 @@ use std::ops::{BitOr, BitOrAssign};
 /// Length of the Ethernet header every frame starts with (no VLAN tag); the IP header
 /// starts here.
 pub const ETH_HEADER_LEN: usize = 14;
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub use fedwall_common::net::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 /// Locally administered, so they can never be a real NIC's.
 pub const DEFAULT_SRC_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 pub const DEFAULT_DST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
@@ -35,16 +34,7 @@ const MAX_FRAGMENT_OFFSET: u16 = 0x1fff;
 
 /// IP protocol / IPv6 next-header numbers the builder and parser know.
 pub mod ip_proto {
-    pub const HOP_BY_HOP: u8 = 0;
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ROUTING: u8 = 43;
-    pub const FRAGMENT: u8 = 44;
-    pub const AUTH: u8 = 51;
-    pub const ICMPV6: u8 = 58;
-    pub const NO_NEXT_HEADER: u8 = 59;
-    pub const DEST_OPTS: u8 = 60;
+    pub use fedwall_common::net::ip_proto::*;
     /// RFC 3692's value for experiments: what a packet carries until an L4 is chosen.
     pub const EXPERIMENTAL: u8 = 253;
 }
