@@ -5,7 +5,7 @@
 use std::{
     fs::File,
     os::fd::AsRawFd as _,
-    process::{Command, Output},
+    process::Command,
     sync::{
         Once,
         atomic::{AtomicU32, Ordering},
@@ -31,7 +31,7 @@ impl NetNs {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        run_checked(Command::new("ip").args(["netns", "add", &name]));
+        run_checked(Command::new("ip").args(["netns", "add", &name]), &name);
         let ns = NetNs { name };
         ns.run(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -41,27 +41,11 @@ impl NetNs {
         &self.name
     }
 
-    /// Runs a command inside the namespace and returns its output, whatever its exit status.
-    pub fn exec(&self, argv: &[&str]) -> Output {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]).args(argv);
-        command
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {argv:?} in {}: {e}", self.name))
-    }
-
     /// Runs a command inside the namespace, panics unless it succeeds, returns its stdout.
     pub fn run(&self, argv: &[&str]) -> String {
-        let output = self.exec(argv);
-        assert!(
-            output.status.success(),
-            "{argv:?} in netns {} failed ({}): {}{}",
-            self.name,
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).args(argv);
+        run_checked(&mut command, &self.name)
     }
 
     /// Runs `f` on a thread that has entered this namespace (netlink and bpf link calls
@@ -146,15 +130,20 @@ pub fn veth(a: End<'_>, b: End<'_>) {
     }
 }
 
-fn run_checked(command: &mut Command) {
+/// Runs `command` (about namespace `ns`), panics with its output unless it succeeds, and
+/// returns its stdout.
+fn run_checked(command: &mut Command, ns: &str) -> String {
     let output = command.output().unwrap_or_else(|e| {
         panic!("cannot run {command:?} (is iproute2 installed? ./x installs it): {e}")
     });
     assert!(
         output.status.success(),
-        "{command:?} failed: {}",
+        "{command:?} for netns {ns} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Deletes `fwt-<pid>-*` namespaces whose process is gone (a test run killed mid-way).

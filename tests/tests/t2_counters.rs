@@ -2,7 +2,7 @@
 //! and IPv6) pass through them and move the counters, with TCX and with clsact; after
 //! detaching, the counters stop moving.
 
-use fedwall::dataplane::{AttachPolicy, KernelPrograms, ProtoStats, TcProgram};
+use fedwall::dataplane::{AttachMode, AttachPolicy, KernelPrograms, ProtoStats, TcProgram};
 use fedwall_common::stats::{Direction, ProtoClass};
 use fedwall_tests::{
     bpffs::Bpffs,
@@ -45,10 +45,6 @@ fn ping(from: &NetNs, to: &str) {
     from.run(&["ping", "-c", &count, "-i", "0.05", "-W", "2", "-q", to]);
 }
 
-fn icmp_packets(stats: &ProtoStats, direction: Direction, class: ProtoClass) -> u64 {
-    stats.get(direction, class).packets
-}
-
 fn pings_move_counters(policy: AttachPolicy) {
     let bpffs = Bpffs::mount();
     let Topology { node, pod } = topology();
@@ -61,9 +57,14 @@ fn pings_move_counters(policy: AttachPolicy) {
                 .unwrap_or_else(|e| panic!("attach {program:?} with {policy:?}: {e:?}"))
         })
     });
-    if policy != AttachPolicy::Auto {
+    let forced_mode = match policy {
+        AttachPolicy::Auto => None,
+        AttachPolicy::Tcx => Some(AttachMode::Tcx),
+        AttachPolicy::Clsact => Some(AttachMode::Clsact),
+    };
+    if let Some(mode) = forced_mode {
         for attachment in &attachments {
-            assert_eq!(format!("{:?}", attachment.mode), format!("{policy:?}"));
+            assert_eq!(attachment.mode, mode, "{policy:?} attached {attachment:?}");
         }
     }
 
@@ -76,20 +77,20 @@ fn pings_move_counters(policy: AttachPolicy) {
     // The pod's echo requests enter the node's veth (TC ingress); the node's replies leave
     // it (TC egress). The node's own pings go the other way round.
     assert!(
-        icmp_packets(&stats, Direction::Ingress, ProtoClass::Ipv4Icmp) >= 2 * PINGS,
+        stats.get(Direction::Ingress, ProtoClass::Ipv4Icmp).packets >= 2 * PINGS,
         "ingress IPv4 ICMP: {stats:#?}"
     );
     assert!(
-        icmp_packets(&stats, Direction::Egress, ProtoClass::Ipv4Icmp) >= 2 * PINGS,
+        stats.get(Direction::Egress, ProtoClass::Ipv4Icmp).packets >= 2 * PINGS,
         "egress IPv4 ICMP: {stats:#?}"
     );
     // IPv6 neighbour discovery is ICMPv6 too, so at least the echoes.
     assert!(
-        icmp_packets(&stats, Direction::Ingress, ProtoClass::Ipv6Icmp) >= PINGS,
+        stats.get(Direction::Ingress, ProtoClass::Ipv6Icmp).packets >= PINGS,
         "ingress ICMPv6: {stats:#?}"
     );
     assert!(
-        icmp_packets(&stats, Direction::Egress, ProtoClass::Ipv6Icmp) >= PINGS,
+        stats.get(Direction::Egress, ProtoClass::Ipv6Icmp).packets >= PINGS,
         "egress ICMPv6: {stats:#?}"
     );
     // ARP resolved the IPv4 neighbours.
@@ -151,7 +152,7 @@ fn auto_attach_uses_tcx_on_this_kernel() {
     });
     assert_eq!(
         attachment.mode,
-        fedwall::dataplane::AttachMode::Tcx,
+        AttachMode::Tcx,
         "kernel {} has TCX (>= 6.6)",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
