@@ -62,4 +62,34 @@ pub enum DataplaneError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error(
+        "{delta} refers to {set}, which does not exist: calc and the dataplane disagree \
+         (this is a bug in fedwall; the update was not applied)"
+    )]
+    UnknownIpSet {
+        delta: &'static str,
+        set: crate::dataplane::IpSetId,
+    },
+    #[error("{set} already exists: calc and the dataplane disagree (this is a bug in fedwall)")]
+    DuplicateIpSet { set: crate::dataplane::IpSetId },
+    #[error(
+        "endpoint {endpoint}: its {direction} rule table has {rules} rules, over the limit of \
+         {limit} in map {map}; the endpoint keeps its previous table"
+    )]
+    TableTooLarge {
+        endpoint: crate::dataplane::EndpointName,
+        direction: &'static str,
+        map: &'static str,
+        rules: usize,
+        limit: usize,
+    },
+    #[error(
+        "map {map} is full ({limit} entries) while applying {object}; the previous state is \
+         kept; raise the map size or reduce what it must hold"
+    )]
+    MapFull {
+        map: &'static str,
+        object: String,
+        limit: usize,
+    },
 }

@@ -1,13 +1,40 @@
 //! The dataplane layer: the only code that touches aya. It loads fedwall's kernel programs,
 //! pins their maps under one root, attaches programs to interfaces (TCX, or clsact where
 //! TCX is missing) and reads and writes the maps.
+//!
+//! Calc talks to it through the [`Dataplane`] trait in the vocabulary of [`desired`]; the
+//! [`MemoryDataplane`] implements the trait without a kernel, for tests and as the oracle of
+//! what the kernel must decide.
 
 mod attach;
+pub mod desired;
 mod error;
+mod memory;
 mod programs;
 mod stats;
 
 pub use attach::{AttachMode, AttachPolicy, Attachment};
+pub use desired::{
+    Delta, EndpointName, IcmpMatch, IpSetId, LocalEndpoint, NatPool, PolicyDirection, PortRange,
+    Rule, RuleAction, RuleTable, SetMatch, SideMatch, Verdict,
+};
 pub use error::DataplaneError;
+pub use memory::{Decision, Flow, MemoryDataplane};
 pub use programs::{KernelPrograms, TcProgram};
 pub use stats::ProtoStats;
+
+/// Something that enforces what calc computes.
+///
+/// Calc calls [`apply`](Dataplane::apply) once per delta, in the order it emitted them.
+/// After a restart the dataplane may already hold state (pinned maps): it adopts it, and
+/// calc replays the whole desired state as deltas; once every source is in sync calc calls
+/// [`sync_complete`](Dataplane::sync_complete) and the dataplane removes whatever it holds
+/// that no delta asked for. It never flushes and refills.
+pub trait Dataplane {
+    /// Applies one delta. On error nothing of the delta took effect: the previous state is
+    /// still enforced, and the error names the object, the map and the limit it hit.
+    fn apply(&mut self, delta: &Delta) -> Result<(), DataplaneError>;
+
+    /// Every source is in sync and the full desired state was applied: remove the rest.
+    fn sync_complete(&mut self) -> Result<(), DataplaneError>;
+}
