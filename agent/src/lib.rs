@@ -3,5 +3,7 @@
 
 pub mod cli;
 pub mod dataplane;
+pub mod datastore;
+pub mod model;
 pub mod paths;
 pub mod selector;

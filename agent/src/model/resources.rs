@@ -1,0 +1,630 @@
+//! The API objects fedwall reads, in the shapes users write them (Kubernetes objects and
+//! the `fedwall.io/v1alpha1` resources, with Calico's field names). Only the fields
+//! fedwall uses are kept: everything else in a manifest is ignored, so the same YAML works
+//! with `kubectl apply` and with the file datastore.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// API group and version of fedwall's own resources.
+pub const FEDWALL_API_VERSION: &str = "fedwall.io/v1alpha1";
+
+pub type LabelMap = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: LabelMap,
+}
+
+/// An integer or a string, as Kubernetes `IntOrString` and Calico's port fields allow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    Int(i64),
+    String(String),
+}
+
+impl fmt::Display for IntOrString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntOrString::Int(n) => write!(f, "{n}"),
+            IntOrString::String(s) => f.write_str(s),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Kubernetes core objects
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pod {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PodSpec,
+    #[serde(default)]
+    pub status: PodStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub host_network: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Container>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub container_port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<PodIp>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodIp {
+    pub ip: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespace {
+    pub metadata: ObjectMeta,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccount {
+    pub metadata: ObjectMeta,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: NodeStatus,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<NodeAddress>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: String,
+}
+
+// ------------------------------------------------------ Kubernetes networking/v1 NetworkPolicy
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8sNetworkPolicy {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: K8sNetworkPolicySpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct K8sNetworkPolicySpec {
+    #[serde(default)]
+    pub pod_selector: LabelSelector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<K8sIngressRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<K8sEgressRule>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8sIngressRule {
+    /// Absent or empty: from anywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<K8sPeer>,
+    /// Absent or empty: every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<K8sPolicyPort>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8sEgressRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<K8sPeer>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<K8sPolicyPort>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct K8sPeer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_block: Option<IpBlock>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpBlock {
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct K8sPolicyPort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<i64>,
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: LabelMap,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+// ------------------------------------------------------------------ fedwall.io/v1alpha1
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkPolicy {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PolicySpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GlobalNetworkPolicy {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PolicySpec,
+}
+
+/// The spec shared by NetworkPolicy and GlobalNetworkPolicy (Calico's fields).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// Lower orders apply first; absent sorts after every number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<f64>,
+    /// Which endpoints the policy applies to; absent means `all()`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// GlobalNetworkPolicy only: restricts the endpoints to namespaces matching this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<String>,
+    /// Restricts the endpoints to those whose service account matches this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_selector: Option<String>,
+    /// `Ingress`, `Egress`; absent: derived from which rule lists are present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<PolicyRule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<PolicyRule>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRule {
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpFields>,
+    #[serde(default, rename = "notICMP", skip_serializing_if = "Option::is_none")]
+    pub not_icmp: Option<IcmpFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<u8>,
+    #[serde(default)]
+    pub source: EntityRule,
+    #[serde(default)]
+    pub destination: EntityRule,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IcmpFields {
+    #[serde(rename = "type")]
+    pub icmp_type: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_nets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<IntOrString>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_accounts: Option<ServiceAccountMatch>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAccountMatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEndpoint {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: HostEndpointSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostEndpointSpec {
+    #[serde(default)]
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_name: Option<String>,
+    #[serde(default, rename = "expectedIPs", skip_serializing_if = "Vec::is_empty")]
+    pub expected_ips: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpPool {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: IpPoolSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpPoolSpec {
+    #[serde(default)]
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nat_outgoing: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub disabled: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteClusterConfiguration {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: RemoteClusterSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteClusterSpec {
+    /// `kubernetes` (the default) or `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore_type: Option<String>,
+    /// `datastoreType: file`: the remote cluster's manifest directory; a relative path is
+    /// relative to the directory holding this object's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_access_secret: Option<SecretReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_inline: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretReference {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
+}
+
+// ------------------------------------------------------------------ one object of any kind
+
+/// Every kind fedwall reads, by its `apiVersion` and `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Pod,
+    Namespace,
+    ServiceAccount,
+    Node,
+    K8sNetworkPolicy,
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    HostEndpoint,
+    IpPool,
+    RemoteClusterConfiguration,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 10] = [
+        Kind::Pod,
+        Kind::Namespace,
+        Kind::ServiceAccount,
+        Kind::Node,
+        Kind::K8sNetworkPolicy,
+        Kind::NetworkPolicy,
+        Kind::GlobalNetworkPolicy,
+        Kind::HostEndpoint,
+        Kind::IpPool,
+        Kind::RemoteClusterConfiguration,
+    ];
+
+    /// The `apiVersion` and `kind` a manifest of this kind carries.
+    pub const fn type_meta(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Pod => ("v1", "Pod"),
+            Kind::Namespace => ("v1", "Namespace"),
+            Kind::ServiceAccount => ("v1", "ServiceAccount"),
+            Kind::Node => ("v1", "Node"),
+            Kind::K8sNetworkPolicy => ("networking.k8s.io/v1", "NetworkPolicy"),
+            Kind::NetworkPolicy => (FEDWALL_API_VERSION, "NetworkPolicy"),
+            Kind::GlobalNetworkPolicy => (FEDWALL_API_VERSION, "GlobalNetworkPolicy"),
+            Kind::HostEndpoint => (FEDWALL_API_VERSION, "HostEndpoint"),
+            Kind::IpPool => (FEDWALL_API_VERSION, "IPPool"),
+            Kind::RemoteClusterConfiguration => (FEDWALL_API_VERSION, "RemoteClusterConfiguration"),
+        }
+    }
+
+    pub fn from_type_meta(api_version: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.type_meta() == (api_version, kind))
+    }
+
+    pub const fn is_namespaced(self) -> bool {
+        matches!(
+            self,
+            Kind::Pod | Kind::ServiceAccount | Kind::K8sNetworkPolicy | Kind::NetworkPolicy
+        )
+    }
+
+    /// Kinds a remote cluster contributes: endpoint data only, never policy or pools.
+    pub const fn is_federated(self) -> bool {
+        matches!(
+            self,
+            Kind::Pod | Kind::Namespace | Kind::ServiceAccount | Kind::Node | Kind::HostEndpoint
+        )
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (api_version, kind) = self.type_meta();
+        match self {
+            Kind::K8sNetworkPolicy | Kind::NetworkPolicy => write!(f, "{kind} ({api_version})"),
+            _ => f.write_str(kind),
+        }
+    }
+}
+
+/// Names one object: its kind, namespace (namespaced kinds only) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub kind: Kind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}({}/{})", self.kind.type_meta().1, ns, self.name),
+            None => write!(f, "{}({})", self.kind.type_meta().1, self.name),
+        }
+    }
+}
+
+/// One object of any kind fedwall reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resource {
+    Pod(Pod),
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    Node(Node),
+    K8sNetworkPolicy(K8sNetworkPolicy),
+    NetworkPolicy(NetworkPolicy),
+    GlobalNetworkPolicy(GlobalNetworkPolicy),
+    HostEndpoint(HostEndpoint),
+    IpPool(IpPool),
+    RemoteClusterConfiguration(RemoteClusterConfiguration),
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Pod(_) => Kind::Pod,
+            Resource::Namespace(_) => Kind::Namespace,
+            Resource::ServiceAccount(_) => Kind::ServiceAccount,
+            Resource::Node(_) => Kind::Node,
+            Resource::K8sNetworkPolicy(_) => Kind::K8sNetworkPolicy,
+            Resource::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Resource::GlobalNetworkPolicy(_) => Kind::GlobalNetworkPolicy,
+            Resource::HostEndpoint(_) => Kind::HostEndpoint,
+            Resource::IpPool(_) => Kind::IpPool,
+            Resource::RemoteClusterConfiguration(_) => Kind::RemoteClusterConfiguration,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Resource::Pod(o) => &o.metadata,
+            Resource::Namespace(o) => &o.metadata,
+            Resource::ServiceAccount(o) => &o.metadata,
+            Resource::Node(o) => &o.metadata,
+            Resource::K8sNetworkPolicy(o) => &o.metadata,
+            Resource::NetworkPolicy(o) => &o.metadata,
+            Resource::GlobalNetworkPolicy(o) => &o.metadata,
+            Resource::HostEndpoint(o) => &o.metadata,
+            Resource::IpPool(o) => &o.metadata,
+            Resource::RemoteClusterConfiguration(o) => &o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ResourceKey {
+        let kind = self.kind();
+        let meta = self.metadata();
+        ResourceKey {
+            kind,
+            // A namespaced object without a namespace lives in `default`, as kubectl does.
+            namespace: kind
+                .is_namespaced()
+                .then(|| meta.namespace.clone().unwrap_or_else(|| "default".into())),
+            name: meta.name.clone(),
+        }
+    }
+
+    /// Parses one manifest's YAML value into a resource of the kind it declares.
+    pub fn from_yaml(value: serde_yaml::Value) -> Result<Resource, ResourceError> {
+        let field = |name: &str| {
+            value
+                .get(name)
+                .and_then(serde_yaml::Value::as_str)
+                .map(str::to_owned)
+        };
+        let (Some(api_version), Some(kind_name)) = (field("apiVersion"), field("kind")) else {
+            return Err(ResourceError::MissingTypeMeta);
+        };
+        let kind = Kind::from_type_meta(&api_version, &kind_name).ok_or_else(|| {
+            ResourceError::UnknownKind {
+                api_version: api_version.clone(),
+                kind: kind_name.clone(),
+            }
+        })?;
+        let shape = |e: serde_yaml::Error| ResourceError::Shape {
+            kind,
+            message: e.to_string(),
+        };
+        let mut resource = match kind {
+            Kind::Pod => Resource::Pod(serde_yaml::from_value(value).map_err(shape)?),
+            Kind::Namespace => Resource::Namespace(serde_yaml::from_value(value).map_err(shape)?),
+            Kind::ServiceAccount => {
+                Resource::ServiceAccount(serde_yaml::from_value(value).map_err(shape)?)
+            }
+            Kind::Node => Resource::Node(serde_yaml::from_value(value).map_err(shape)?),
+            Kind::K8sNetworkPolicy => {
+                Resource::K8sNetworkPolicy(serde_yaml::from_value(value).map_err(shape)?)
+            }
+            Kind::NetworkPolicy => {
+                Resource::NetworkPolicy(serde_yaml::from_value(value).map_err(shape)?)
+            }
+            Kind::GlobalNetworkPolicy => {
+                Resource::GlobalNetworkPolicy(serde_yaml::from_value(value).map_err(shape)?)
+            }
+            Kind::HostEndpoint => {
+                Resource::HostEndpoint(serde_yaml::from_value(value).map_err(shape)?)
+            }
+            Kind::IpPool => Resource::IpPool(serde_yaml::from_value(value).map_err(shape)?),
+            Kind::RemoteClusterConfiguration => {
+                Resource::RemoteClusterConfiguration(serde_yaml::from_value(value).map_err(shape)?)
+            }
+        };
+        if resource.metadata().name.is_empty() {
+            return Err(ResourceError::MissingName { kind });
+        }
+        if kind.is_namespaced() {
+            resource.set_default_namespace();
+        }
+        Ok(resource)
+    }
+
+    fn set_default_namespace(&mut self) {
+        let meta = match self {
+            Resource::Pod(o) => &mut o.metadata,
+            Resource::ServiceAccount(o) => &mut o.metadata,
+            Resource::K8sNetworkPolicy(o) => &mut o.metadata,
+            Resource::NetworkPolicy(o) => &mut o.metadata,
+            _ => return,
+        };
+        meta.namespace.get_or_insert_with(|| "default".into());
+    }
+}
+
+/// Why a manifest is not a resource fedwall can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    #[error("the document has no apiVersion and kind")]
+    MissingTypeMeta,
+    #[error(
+        "fedwall does not read {kind} objects of apiVersion {api_version} (it reads Pod, \
+         Namespace, ServiceAccount, Node, networking.k8s.io/v1 NetworkPolicy, and the \
+         fedwall.io/v1alpha1 NetworkPolicy, GlobalNetworkPolicy, HostEndpoint, IPPool and \
+         RemoteClusterConfiguration)"
+    )]
+    UnknownKind { api_version: String, kind: String },
+    #[error("invalid {kind}: {message}")]
+    Shape { kind: Kind, message: String },
+    #[error("the {kind} has no metadata.name")]
+    MissingName { kind: Kind },
+}
