@@ -291,20 +291,21 @@ impl Converter {
                 ));
             }
         }
-        let convert = |direction: &str, rules: &[PolicyRule]| {
+        let convert = |direction: PolicyDirection, rules: &[PolicyRule]| {
             rules
                 .iter()
                 .enumerate()
                 .map(|(i, rule)| {
-                    self.calico_rule(&format!("spec.{direction}[{i}]"), rule, namespace)
+                    let field = format!("spec.{}[{i}]", direction.name());
+                    self.calico_rule(&field, direction, rule, namespace)
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
         let ingress = applies_ingress
-            .then(|| convert("ingress", &spec.ingress))
+            .then(|| convert(PolicyDirection::Ingress, &spec.ingress))
             .transpose()?;
         let egress = applies_egress
-            .then(|| convert("egress", &spec.egress))
+            .then(|| convert(PolicyDirection::Egress, &spec.egress))
             .transpose()?;
         if spec.order.is_some_and(|o| !o.is_finite()) {
             return Err(self.error("spec.order", "the order must be a finite number"));
@@ -321,6 +322,7 @@ impl Converter {
     fn calico_rule(
         &self,
         field: &str,
+        direction: PolicyDirection,
         rule: &PolicyRule,
         namespace: Option<&str>,
     ) -> Result<Rule, PolicyError> {
@@ -371,6 +373,23 @@ impl Converter {
             namespace,
             protocol,
         )?;
+        // A named port on the peer's side means "the peer's port of that name", which
+        // differs per peer: fedwall matches it through per-port-number sets, which can say
+        // "is" but not "is not". Rejecting beats silently widening the rule.
+        let (peer, peer_field, own_field) = match direction {
+            PolicyDirection::Ingress => (&source, "source", "destination"),
+            PolicyDirection::Egress => (&destination, "destination", "source"),
+        };
+        if peer.not_ports.iter().any(|p| matches!(p, Port::Named(_))) {
+            return Err(self.error(
+                format!("{field}.{peer_field}.notPorts"),
+                format!(
+                    "named ports in notPorts are only supported on the policy's own endpoint \
+                     side (the {own_field} of an {} rule): use port numbers here",
+                    direction.name()
+                ),
+            ));
+        }
         Ok(Rule {
             action,
             protocol,
