@@ -1,5 +1,16 @@
-//! The model layer: plain types for what policy is computed from (endpoints, namespaces,
-//! service accounts, policies, IP pools, remote clusters) and their conversions from the
-//! API objects in [`resources`]. No I/O.
+//! The model layer: plain types for what policy is computed from (endpoints, policies, IP
+//! pools) and their conversions from the API objects in [`resources`]. No I/O.
 
+pub mod endpoint;
+pub mod policy;
+pub mod pool;
 pub mod resources;
+
+#[cfg(test)]
+mod tests;
+
+pub use endpoint::{Cluster, Endpoint, EndpointError, EndpointKind, NamedPort};
+pub use policy::{
+    Action, IpVersion, Policy, PolicyError, PolicyKey, PolicyKind, Port, Rule, RuleSide,
+};
+pub use pool::{PoolError, nat_pool};

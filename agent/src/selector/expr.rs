@@ -134,6 +134,27 @@ impl Expr {
         }
     }
 
+    /// Calls `visit` with every label key this node reads, to rewrite it in place.
+    pub(super) fn for_each_label_mut(&mut self, visit: &mut impl FnMut(&mut Box<str>)) {
+        match self {
+            Expr::All | Expr::Global => {}
+            Expr::Has { label }
+            | Expr::Equal { label, .. }
+            | Expr::NotEqual { label, .. }
+            | Expr::Contains { label, .. }
+            | Expr::StartsWith { label, .. }
+            | Expr::EndsWith { label, .. }
+            | Expr::In { label, .. }
+            | Expr::NotIn { label, .. } => visit(label),
+            Expr::Not(operand) => operand.for_each_label_mut(visit),
+            Expr::And(operands) | Expr::Or(operands) => {
+                for operand in operands {
+                    operand.for_each_label_mut(visit);
+                }
+            }
+        }
+    }
+
     /// Writes the canonical text of this node (SELECTORS.md §4).
     pub(super) fn write_canonical(&self, out: &mut impl fmt::Write) -> fmt::Result {
         match self {

@@ -130,6 +130,43 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// The same selector reading `prefix + key` wherever it read `key` (Calico's
+    /// PrefixVisitor): a namespace selector becomes a selector on an endpoint's `pcns.`
+    /// labels, a service-account selector one on its `pcsa.` labels.
+    pub fn with_label_prefix(&self, prefix: &str) -> Selector {
+        let mut root = self.root.clone();
+        root.for_each_label_mut(&mut |label| *label = format!("{prefix}{label}").into());
+        Selector { root }
+    }
+
+    /// `(self) && (other)` as Calico composes them (text joined, then parsed), with an
+    /// `all()` side dropped.
+    pub fn and(&self, other: &Selector) -> Selector {
+        if self.is_all() {
+            return other.clone();
+        }
+        if other.is_all() {
+            return self.clone();
+        }
+        // Canonical texts always parse back; the fallback only keeps this total.
+        Selector::parse(&format!("({self}) && ({other})")).unwrap_or_else(|_| Selector {
+            root: Expr::And(vec![self.root.clone(), other.root.clone()]),
+        })
+    }
+}
+
+/// `value` as a selector literal, or `None` when it holds both quote characters and so
+/// cannot be written in the language (it has no escapes).
+pub fn quote_literal(value: &str) -> Option<String> {
+    if value.contains('"') && value.contains('\'') {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    expr::write_quoted(&mut out, value).ok()?;
+    Some(out)
+}
+
 impl Default for Selector {
     /// An empty selector is `all()`.
     fn default() -> Self {

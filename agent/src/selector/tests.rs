@@ -787,3 +787,26 @@ fn from_str_display_and_expr_agree_with_parse() {
     assert!(values.contains("prod") && !values.contains("dev"));
     assert_eq!(values.len(), 2);
 }
+
+#[test]
+fn label_prefix_rewrites_every_key_like_calicos_prefix_visitor() {
+    let selector = Selector::parse("team == 'a' && !has(x) || k in {'v'}").expect("valid");
+    assert_eq!(
+        selector.with_label_prefix("pcns.").canonical(),
+        r#"((pcns.team == "a" && !has(pcns.x)) || pcns.k in {"v"})"#
+    );
+}
+
+#[test]
+fn and_composes_like_calico_and_drops_all() {
+    let a = Selector::parse("a == 'x'").expect("valid");
+    let b = Selector::parse("b == 'y' || c == 'z'").expect("valid");
+    assert_eq!(
+        a.and(&b).canonical(),
+        r#"(a == "x" && (b == "y" || c == "z"))"#
+    );
+    assert_eq!(Selector::all().and(&a), a);
+    assert_eq!(a.and(&Selector::all()), a);
+    assert_eq!(super::quote_literal("it's"), Some(r#""it's""#.to_owned()));
+    assert_eq!(super::quote_literal(r#"a"b'c"#), None);
+}
