@@ -4,8 +4,21 @@
 //! No policy logic lives here.
 
 use std::fmt;
+use std::sync::mpsc;
 
 use crate::model::resources::{Resource, ResourceKey};
+
+pub mod file;
+pub mod manifest;
+pub mod remote;
+mod watch;
+
+pub use file::{DirSnapshot, FileDatastoreError, LoadedObject, Location, Problem, read_dir};
+pub use remote::{
+    FederatedFileSource, FederatedSnapshot, RemoteClusters, RemoteSnapshot, RemoteTarget,
+    read_federated,
+};
+pub use watch::FileSource;
 
 /// Which cluster an update describes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,3 +96,24 @@ pub enum Update {
         state: RemoteClusterState,
     },
 }
+
+/// Where a source delivers its updates: a channel today, a tokio channel once the agent
+/// runs on tokio (implement this for its sender).
+pub trait UpdateSink: Send + 'static {
+    /// Delivers one update; an error means the receiver is gone and the source should stop.
+    fn send(&mut self, update: Update) -> Result<(), SinkClosed>;
+}
+
+/// The receiver of a source's updates is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the receiver of datastore updates is gone")]
+pub struct SinkClosed;
+
+impl UpdateSink for mpsc::Sender<Update> {
+    fn send(&mut self, update: Update) -> Result<(), SinkClosed> {
+        mpsc::Sender::send(self, update).map_err(|_| SinkClosed)
+    }
+}
+
+#[cfg(test)]
+mod testdir;

@@ -562,34 +562,11 @@ impl Resource {
                 kind: kind_name.clone(),
             }
         })?;
-        let shape = |e: serde_yaml::Error| ResourceError::Shape {
-            kind,
-            message: e.to_string(),
-        };
-        let mut resource = match kind {
-            Kind::Pod => Resource::Pod(serde_yaml::from_value(value).map_err(shape)?),
-            Kind::Namespace => Resource::Namespace(serde_yaml::from_value(value).map_err(shape)?),
-            Kind::ServiceAccount => {
-                Resource::ServiceAccount(serde_yaml::from_value(value).map_err(shape)?)
-            }
-            Kind::Node => Resource::Node(serde_yaml::from_value(value).map_err(shape)?),
-            Kind::K8sNetworkPolicy => {
-                Resource::K8sNetworkPolicy(serde_yaml::from_value(value).map_err(shape)?)
-            }
-            Kind::NetworkPolicy => {
-                Resource::NetworkPolicy(serde_yaml::from_value(value).map_err(shape)?)
-            }
-            Kind::GlobalNetworkPolicy => {
-                Resource::GlobalNetworkPolicy(serde_yaml::from_value(value).map_err(shape)?)
-            }
-            Kind::HostEndpoint => {
-                Resource::HostEndpoint(serde_yaml::from_value(value).map_err(shape)?)
-            }
-            Kind::IpPool => Resource::IpPool(serde_yaml::from_value(value).map_err(shape)?),
-            Kind::RemoteClusterConfiguration => {
-                Resource::RemoteClusterConfiguration(serde_yaml::from_value(value).map_err(shape)?)
-            }
-        };
+        let mut resource =
+            Resource::deserialize_kind(kind, value).map_err(|e| ResourceError::Shape {
+                kind,
+                message: e.to_string(),
+            })?;
         if resource.metadata().name.is_empty() {
             return Err(ResourceError::MissingName { kind });
         }
@@ -597,6 +574,35 @@ impl Resource {
             resource.set_default_namespace();
         }
         Ok(resource)
+    }
+
+    /// Deserializes an object of `kind` from any deserializer: a parsed value (as
+    /// [`Resource::from_yaml`] does) or YAML text, whose errors carry the field path and line
+    /// the file datastore reports. Checks nothing beyond the shape.
+    pub fn deserialize_kind<'de, D: serde::Deserializer<'de>>(
+        kind: Kind,
+        deserializer: D,
+    ) -> Result<Resource, D::Error> {
+        Ok(match kind {
+            Kind::Pod => Resource::Pod(Deserialize::deserialize(deserializer)?),
+            Kind::Namespace => Resource::Namespace(Deserialize::deserialize(deserializer)?),
+            Kind::ServiceAccount => {
+                Resource::ServiceAccount(Deserialize::deserialize(deserializer)?)
+            }
+            Kind::Node => Resource::Node(Deserialize::deserialize(deserializer)?),
+            Kind::K8sNetworkPolicy => {
+                Resource::K8sNetworkPolicy(Deserialize::deserialize(deserializer)?)
+            }
+            Kind::NetworkPolicy => Resource::NetworkPolicy(Deserialize::deserialize(deserializer)?),
+            Kind::GlobalNetworkPolicy => {
+                Resource::GlobalNetworkPolicy(Deserialize::deserialize(deserializer)?)
+            }
+            Kind::HostEndpoint => Resource::HostEndpoint(Deserialize::deserialize(deserializer)?),
+            Kind::IpPool => Resource::IpPool(Deserialize::deserialize(deserializer)?),
+            Kind::RemoteClusterConfiguration => {
+                Resource::RemoteClusterConfiguration(Deserialize::deserialize(deserializer)?)
+            }
+        })
     }
 
     fn set_default_namespace(&mut self) {

@@ -1,0 +1,283 @@
+//! Remote clusters named by the local cluster's RemoteClusterConfigurations: which
+//! directory (or, later, API server) each one reads, one watching source per cluster with
+//! its own connection state, and a one-shot read of them all for `fedwall eval`.
+//! A remote cluster contributes only endpoint data (the federated kinds).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::datastore::file::{DirSnapshot, FileDatastoreError, read_dir};
+use crate::datastore::watch::{FileSource, Objects};
+use crate::datastore::{Origin, RemoteClusterState, SinkClosed, Update, UpdateSink};
+use crate::model::resources::{
+    Kind, RemoteClusterConfiguration, RemoteClusterSpec, Resource, ResourceKey,
+};
+
+/// Where a RemoteClusterConfiguration says its cluster's data is, or why it cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteTarget {
+    /// `datastoreType: file`: a manifest directory.
+    Directory(PathBuf),
+    /// Nothing to connect to; the state says why.
+    Unavailable(RemoteClusterState),
+}
+
+impl RemoteTarget {
+    /// Reads an RCC's spec; a relative `path` is relative to `base_dir`, the directory of
+    /// the local manifests holding the RCC.
+    pub fn of(spec: &RemoteClusterSpec, base_dir: &Path) -> RemoteTarget {
+        match spec.datastore_type.as_deref().unwrap_or("kubernetes") {
+            "file" => match spec.path.as_deref().filter(|path| !path.is_empty()) {
+                Some(path) => RemoteTarget::Directory(base_dir.join(path)),
+                None => RemoteTarget::Unavailable(RemoteClusterState::ConfigIncomplete(
+                    "datastoreType file needs spec.path, the directory of the remote cluster's \
+                     manifests; set it"
+                        .into(),
+                )),
+            },
+            "kubernetes" => RemoteTarget::Unavailable(
+                if spec.cluster_access_secret.is_none()
+                    && spec.kubeconfig.is_none()
+                    && spec.kubeconfig_inline.is_none()
+                {
+                    RemoteClusterState::ConfigIncomplete(
+                        "datastoreType kubernetes needs clusterAccessSecret, kubeconfig or \
+                         kubeconfigInline; set one of them"
+                            .into(),
+                    )
+                } else {
+                    RemoteClusterState::ConnectionFailed(
+                        "the kubernetes datastore type is not supported yet by this build; use \
+                         datastoreType file with spec.path"
+                            .into(),
+                    )
+                },
+            ),
+            other => RemoteTarget::Unavailable(RemoteClusterState::ConfigIncomplete(format!(
+                "unknown datastoreType {other:?}; use kubernetes or file"
+            ))),
+        }
+    }
+}
+
+/// The remote clusters the local cluster's RCCs name, each read by its own source. Feed it
+/// every local update ([`RemoteClusters::handle`]); it sends the remote clusters' updates
+/// to its sink. Dropping it stops every remote source.
+pub struct RemoteClusters<S> {
+    base_dir: PathBuf,
+    sink: S,
+    clusters: BTreeMap<String, RemoteCluster>,
+}
+
+struct RemoteCluster {
+    target: RemoteTarget,
+    source: Option<FileSource>,
+}
+
+impl RemoteCluster {
+    /// Stops reading the cluster; returns what its receiver holds from it.
+    fn stop(self) -> Objects {
+        self.source.map(FileSource::stop).unwrap_or_default()
+    }
+}
+
+impl<S: UpdateSink + Clone> RemoteClusters<S> {
+    /// `base_dir` resolves relative `spec.path`s: the local manifest directory.
+    pub fn new(base_dir: impl Into<PathBuf>, sink: S) -> RemoteClusters<S> {
+        RemoteClusters {
+            base_dir: base_dir.into(),
+            sink,
+            clusters: BTreeMap::new(),
+        }
+    }
+
+    /// Follows the local cluster's RemoteClusterConfigurations: a new one starts a source,
+    /// a changed one reconnects (sending only the differences), a deleted one deletes every
+    /// object of its cluster. Every other update is ignored.
+    pub fn handle(&mut self, update: &Update) -> Result<(), SinkClosed> {
+        match update {
+            Update::Set {
+                origin: Origin::Local,
+                resource: Resource::RemoteClusterConfiguration(rcc),
+            } => self.configure(rcc),
+            Update::Delete {
+                origin: Origin::Local,
+                key,
+            } if key.kind == Kind::RemoteClusterConfiguration => self.remove(&key.name),
+            _ => Ok(()),
+        }
+    }
+
+    fn configure(&mut self, rcc: &RemoteClusterConfiguration) -> Result<(), SinkClosed> {
+        let name = rcc.metadata.name.clone();
+        let target = RemoteTarget::of(&rcc.spec, &self.base_dir);
+        if self
+            .clusters
+            .get(&name)
+            .is_some_and(|cluster| cluster.target == target)
+        {
+            return Ok(());
+        }
+        tracing::info!(cluster = %name, ?target, "remote cluster configured");
+        let known = self
+            .clusters
+            .remove(&name)
+            .map(RemoteCluster::stop)
+            .unwrap_or_default();
+        let origin = Origin::Remote(name.clone());
+        let source = match &target {
+            RemoteTarget::Directory(dir) => {
+                let keys: Vec<ResourceKey> = known.keys().cloned().collect();
+                match FileSource::spawn_retrying(dir.clone(), origin, self.sink.clone(), known) {
+                    Ok(source) => Some(source),
+                    Err(error) => {
+                        self.delete_all(&name, keys)?;
+                        self.send_state(
+                            &name,
+                            RemoteClusterState::ConnectionFailed(error.remote_reason()),
+                        )?;
+                        None
+                    }
+                }
+            }
+            RemoteTarget::Unavailable(state) => {
+                // The configuration no longer says where the cluster's data is: what was
+                // read before cannot be kept up to date.
+                self.delete_all(&name, known.into_keys().collect())?;
+                self.send_state(&name, state.clone())?;
+                None
+            }
+        };
+        self.clusters.insert(name, RemoteCluster { target, source });
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<(), SinkClosed> {
+        match self.clusters.remove(name) {
+            Some(cluster) => {
+                tracing::info!(cluster = %name, "remote cluster removed");
+                self.delete_all(name, cluster.stop().into_keys().collect())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn delete_all(&mut self, name: &str, keys: Vec<ResourceKey>) -> Result<(), SinkClosed> {
+        for key in keys {
+            self.sink.send(Update::Delete {
+                origin: Origin::Remote(name.to_owned()),
+                key,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn send_state(&mut self, name: &str, state: RemoteClusterState) -> Result<(), SinkClosed> {
+        self.sink.send(Update::RemoteState {
+            cluster: name.to_owned(),
+            state,
+        })
+    }
+}
+
+/// `--datastore file:DIR` with federation: the local directory's source, plus a source per
+/// remote cluster its RemoteClusterConfigurations name. Dropping it stops them all.
+#[derive(Debug)]
+pub struct FederatedFileSource {
+    local: FileSource,
+}
+
+impl FederatedFileSource {
+    /// Fails when the local directory cannot be read now; remote directories that cannot be
+    /// read are reported as their clusters' `ConnectionFailed` state and retried.
+    pub fn spawn<S: UpdateSink + Clone>(
+        dir: impl Into<PathBuf>,
+        sink: S,
+    ) -> Result<FederatedFileSource, FileDatastoreError> {
+        let dir = dir.into();
+        let federating = Federating {
+            remotes: RemoteClusters::new(dir.clone(), sink.clone()),
+            downstream: sink,
+        };
+        let local = FileSource::spawn(dir, Origin::Local, federating)?;
+        Ok(FederatedFileSource { local })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.local.dir()
+    }
+}
+
+/// The local source's sink: passes every update on, after letting the remote clusters
+/// follow the RCCs among them. Owned by the local source's thread, so the remote sources
+/// stop when it does.
+struct Federating<S> {
+    remotes: RemoteClusters<S>,
+    downstream: S,
+}
+
+impl<S: UpdateSink + Clone> UpdateSink for Federating<S> {
+    fn send(&mut self, update: Update) -> Result<(), SinkClosed> {
+        // Remote objects of a deleted RCC go before the RCC itself.
+        self.remotes.handle(&update)?;
+        self.downstream.send(update)
+    }
+}
+
+/// The local directory and every remote cluster its RCCs name, read once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FederatedSnapshot {
+    pub local: DirSnapshot,
+    /// By RCC name.
+    pub remotes: BTreeMap<String, RemoteSnapshot>,
+}
+
+/// One remote cluster, read once: `InSync` with its federated objects, or why not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteSnapshot {
+    pub state: RemoteClusterState,
+    pub snapshot: Option<DirSnapshot>,
+}
+
+impl RemoteSnapshot {
+    fn read(spec: &RemoteClusterSpec, base_dir: &Path) -> RemoteSnapshot {
+        let unavailable = |state| RemoteSnapshot {
+            state,
+            snapshot: None,
+        };
+        match RemoteTarget::of(spec, base_dir) {
+            RemoteTarget::Directory(dir) => match read_dir(&dir) {
+                Ok(mut snapshot) => {
+                    snapshot.retain_federated_kinds();
+                    RemoteSnapshot {
+                        state: RemoteClusterState::InSync,
+                        snapshot: Some(snapshot),
+                    }
+                }
+                Err(error) => {
+                    unavailable(RemoteClusterState::ConnectionFailed(error.remote_reason()))
+                }
+            },
+            RemoteTarget::Unavailable(state) => unavailable(state),
+        }
+    }
+}
+
+/// Reads `dir` and every remote cluster its RemoteClusterConfigurations name (what
+/// `fedwall eval` shows). Only an unreadable local directory is an error; a remote one is
+/// that cluster's state.
+pub fn read_federated(dir: &Path) -> Result<FederatedSnapshot, FileDatastoreError> {
+    let local = read_dir(dir)?;
+    let remotes = local
+        .objects
+        .values()
+        .filter_map(|object| match &object.resource {
+            Resource::RemoteClusterConfiguration(rcc) => Some((
+                rcc.metadata.name.clone(),
+                RemoteSnapshot::read(&rcc.spec, dir),
+            )),
+            _ => None,
+        })
+        .collect();
+    Ok(FederatedSnapshot { local, remotes })
+}

@@ -1,0 +1,397 @@
+//! Watches a manifest directory on a thread of its own and turns what changes in it into
+//! updates: every object at start, `InSync`, then only the differences after each edit
+//! (inotify, settled for ~100 ms so an editor's save is one re-read). A directory that
+//! cannot be read is retried with backoff; a remote cluster's source reports its
+//! connection state on the way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+
+use crate::datastore::file::{DirSnapshot, FileDatastoreError, LoadedObject, Problem, read_dir};
+use crate::datastore::{Origin, RemoteClusterState, SinkClosed, Update, UpdateSink};
+use crate::model::resources::ResourceKey;
+
+/// How long the directory must stay unchanged before it is re-read: an editor's save is a
+/// burst of events (write a temporary file, rename it, change attributes).
+const QUIET_PERIOD: Duration = Duration::from_millis(100);
+/// The longest a re-read waits for quiet, so that a directory written continuously is still
+/// re-read well within a second.
+const MAX_SETTLE: Duration = Duration::from_millis(400);
+/// Re-read even without events now and then, in case one was lost (an inotify queue
+/// overflow, a network filesystem).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// What a source has sent, by key: the state its receiver holds.
+pub(crate) type Objects = BTreeMap<ResourceKey, LoadedObject>;
+
+/// A running watch of one directory; dropping it stops the watch and waits for its thread.
+#[derive(Debug)]
+pub struct FileSource {
+    dir: PathBuf,
+    signals: Sender<Signal>,
+    thread: Option<JoinHandle<Objects>>,
+}
+
+impl FileSource {
+    /// Reads `dir`, sends every object tagged with `origin` and then `InSync`, and keeps
+    /// sending the differences as the directory changes. A remote origin sends only the
+    /// federated kinds, and its connection state as `RemoteState` updates. Fails when the
+    /// directory cannot be read or watched now; later failures are retried.
+    pub fn spawn<S: UpdateSink>(
+        dir: impl Into<PathBuf>,
+        origin: Origin,
+        sink: S,
+    ) -> Result<FileSource, FileDatastoreError> {
+        let watch = Watch::new(dir.into(), origin, sink, Objects::new());
+        let connection = watch.connect()?;
+        watch.start(Some(connection))
+    }
+
+    /// Like [`FileSource::spawn`], but a directory that cannot be read yet is retried rather
+    /// than an error; `known` is what the receiver already holds from this origin (from an
+    /// earlier source), so that only differences are sent.
+    pub(crate) fn spawn_retrying<S: UpdateSink>(
+        dir: PathBuf,
+        origin: Origin,
+        sink: S,
+        known: Objects,
+    ) -> Result<FileSource, FileDatastoreError> {
+        Watch::new(dir, origin, sink, known).start(None)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the watch and returns what the receiver holds from it.
+    pub(crate) fn stop(mut self) -> Objects {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Objects {
+        // The thread may have ended already (its receiver is gone): nothing to signal then.
+        let _ = self.signals.send(Signal::Stop);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(objects)) => objects,
+            Some(Err(_)) => {
+                tracing::error!(dir = %self.dir.display(), "the thread watching the directory panicked");
+                Objects::new()
+            }
+            None => Objects::new(),
+        }
+    }
+}
+
+impl Drop for FileSource {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+#[derive(Debug)]
+enum Signal {
+    Changed,
+    Stop,
+}
+
+/// Why the watch loop ended: told to stop, or its receiver is gone.
+struct Stopped;
+
+impl From<SinkClosed> for Stopped {
+    fn from(_: SinkClosed) -> Stopped {
+        Stopped
+    }
+}
+
+/// A live inotify watch of the directory, and which directory it watches: a directory
+/// replaced by another of the same name (`mv new dir`) needs a new watch.
+struct Connection {
+    _watcher: RecommendedWatcher,
+    identity: DirIdentity,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DirIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl DirIdentity {
+    fn of(dir: &Path) -> Result<DirIdentity, FileDatastoreError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let metadata =
+            std::fs::metadata(dir).map_err(|error| FileDatastoreError::UnreadableDirectory {
+                dir: dir.to_owned(),
+                error,
+            })?;
+        Ok(DirIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+}
+
+/// The state of one watch, owned by its thread.
+struct Watch<S> {
+    dir: PathBuf,
+    origin: Origin,
+    sink: S,
+    signals: Receiver<Signal>,
+    signal_sender: Sender<Signal>,
+    sent: Objects,
+    state: Option<RemoteClusterState>,
+    problems: Vec<Problem>,
+}
+
+impl<S: UpdateSink> Watch<S> {
+    fn new(dir: PathBuf, origin: Origin, sink: S, known: Objects) -> Watch<S> {
+        let (signal_sender, signals) = mpsc::channel();
+        Watch {
+            dir,
+            origin,
+            sink,
+            signals,
+            signal_sender,
+            sent: known,
+            state: None,
+            problems: Vec::new(),
+        }
+    }
+
+    fn start(
+        self,
+        connection: Option<(Connection, DirSnapshot)>,
+    ) -> Result<FileSource, FileDatastoreError> {
+        let dir = self.dir.clone();
+        let signals = self.signal_sender.clone();
+        let thread = thread::Builder::new()
+            .name("fedwall-file".into())
+            .spawn(move || self.run(connection))
+            .map_err(|error| FileDatastoreError::Thread {
+                dir: dir.clone(),
+                error,
+            })?;
+        Ok(FileSource {
+            dir,
+            signals,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(mut self, connection: Option<(Connection, DirSnapshot)>) -> Objects {
+        let span =
+            tracing::info_span!("file datastore", dir = %self.dir.display(), origin = %self.origin);
+        let _entered = span.enter();
+        // Ends only when told to stop or when nobody receives any more.
+        let _: Result<(), Stopped> = self.watch(connection);
+        self.sent
+    }
+
+    fn watch(&mut self, mut connection: Option<(Connection, DirSnapshot)>) -> Result<(), Stopped> {
+        self.report(RemoteClusterState::Connecting)?;
+        let mut retry = FIRST_RETRY;
+        loop {
+            let attempt = connection.take().map_or_else(|| self.connect(), Ok);
+            let (mut connection, snapshot) = match attempt {
+                Ok(connected) => connected,
+                Err(error) => {
+                    self.fail(&error)?;
+                    self.wait_until(Instant::now() + retry, retry)?;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    continue;
+                }
+            };
+            retry = FIRST_RETRY;
+            self.report(RemoteClusterState::ResyncInProgress)?;
+            self.apply(snapshot)?;
+            self.sink.send(Update::InSync {
+                origin: self.origin.clone(),
+            })?;
+            self.report(RemoteClusterState::InSync)?;
+            loop {
+                self.next_change()?;
+                match self.refresh(&mut connection) {
+                    Ok(snapshot) => self.apply(snapshot)?,
+                    Err(error) => {
+                        self.fail(&error)?;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watches the directory, then reads it: in this order, so no edit falls between.
+    fn connect(&self) -> Result<(Connection, DirSnapshot), FileDatastoreError> {
+        let connection = self.watch_dir()?;
+        Ok((connection, read_dir(&self.dir)?))
+    }
+
+    fn watch_dir(&self) -> Result<Connection, FileDatastoreError> {
+        let identity = DirIdentity::of(&self.dir)?;
+        let watch_error = |error| FileDatastoreError::Watch {
+            dir: self.dir.clone(),
+            error,
+        };
+        let signals = self.signal_sender.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if is_change(&event) {
+                    // The thread may be gone already, with the watcher about to be dropped.
+                    let _ = signals.send(Signal::Changed);
+                }
+            })
+            .map_err(watch_error)?;
+        watcher
+            .watch(&self.dir, RecursiveMode::NonRecursive)
+            .map_err(watch_error)?;
+        Ok(Connection {
+            _watcher: watcher,
+            identity,
+        })
+    }
+
+    fn refresh(&self, connection: &mut Connection) -> Result<DirSnapshot, FileDatastoreError> {
+        if DirIdentity::of(&self.dir)? != connection.identity {
+            tracing::info!("the directory was replaced; watching the new one");
+            *connection = self.watch_dir()?;
+        }
+        read_dir(&self.dir)
+    }
+
+    /// Waits for the directory to change (or for the periodic re-read), then for it to
+    /// settle.
+    fn next_change(&self) -> Result<(), Stopped> {
+        match self.signals.recv_timeout(RESCAN_INTERVAL) {
+            Ok(Signal::Changed) => self.wait_until(Instant::now() + MAX_SETTLE, QUIET_PERIOD),
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => Err(Stopped),
+        }
+    }
+
+    /// Consumes change signals until `deadline`, or until none came for `quiet`.
+    fn wait_until(&self, deadline: Instant, quiet: Duration) -> Result<(), Stopped> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match self.signals.recv_timeout(quiet.min(left)) {
+                Ok(Signal::Changed) => {}
+                Err(RecvTimeoutError::Timeout) => return Ok(()),
+                Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => return Err(Stopped),
+            }
+        }
+    }
+
+    /// Sends what differs between what the receiver holds and `snapshot`.
+    fn apply(&mut self, mut snapshot: DirSnapshot) -> Result<(), Stopped> {
+        if let Origin::Remote(_) = self.origin {
+            snapshot.retain_federated_kinds();
+        }
+        self.log_new_problems(snapshot.problems);
+        let mut next = snapshot.objects;
+        self.keep_objects_of_broken_files(&mut next);
+        let gone: Vec<ResourceKey> = self
+            .sent
+            .keys()
+            .filter(|key| !next.contains_key(*key))
+            .cloned()
+            .collect();
+        // Deletions first: a pod replaced by another with its IP must not share it meanwhile.
+        for key in gone {
+            self.sent.remove(&key);
+            self.sink.send(Update::Delete {
+                origin: self.origin.clone(),
+                key,
+            })?;
+        }
+        for (key, object) in next {
+            if self.sent.get(&key).map(|o| &o.resource) != Some(&object.resource) {
+                self.sink.send(Update::Set {
+                    origin: self.origin.clone(),
+                    resource: object.resource.clone(),
+                })?;
+            }
+            self.sent.insert(key, object);
+        }
+        Ok(())
+    }
+
+    /// An object whose file now has a document that does not load is kept as it was: the
+    /// broken document may be that object mid-edit, and deleting a policy or a pod for a
+    /// typo would change enforcement. Fixing or removing the document settles it.
+    fn keep_objects_of_broken_files(&self, next: &mut Objects) {
+        let broken: BTreeSet<&Path> = self
+            .problems
+            .iter()
+            .filter(|problem| problem.may_hide_objects())
+            .map(|problem| problem.location.file.as_path())
+            .collect();
+        for (key, object) in &self.sent {
+            if !next.contains_key(key) && broken.contains(object.location.file.as_path()) {
+                tracing::warn!(
+                    "keeping {key} as last read from {}: its file has a document that does not load",
+                    object.location
+                );
+                next.insert(key.clone(), object.clone());
+            }
+        }
+    }
+
+    /// Logs each problem once, not at every re-read.
+    fn log_new_problems(&mut self, problems: Vec<Problem>) {
+        for problem in problems.iter().filter(|p| !self.problems.contains(p)) {
+            tracing::warn!("skipped: {problem}");
+        }
+        self.problems = problems;
+    }
+
+    fn fail(&mut self, error: &FileDatastoreError) -> Result<(), Stopped> {
+        let reason = match self.origin {
+            Origin::Local => format!("{error}; keeping the objects last read"),
+            Origin::Remote(_) => error.remote_reason(),
+        };
+        self.report(RemoteClusterState::ConnectionFailed(reason))
+    }
+
+    /// Records the source's state; a remote source also sends it. Each change once.
+    fn report(&mut self, state: RemoteClusterState) -> Result<(), Stopped> {
+        if self.state.as_ref() == Some(&state) {
+            return Ok(());
+        }
+        match state.problem() {
+            Some(problem) => tracing::warn!("{problem}"),
+            None => tracing::debug!(state = state.name()),
+        }
+        self.state = Some(state.clone());
+        if let Origin::Remote(cluster) = &self.origin {
+            self.sink.send(Update::RemoteState {
+                cluster: cluster.clone(),
+                state,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether an event may mean a manifest changed: anything but reads, which inotify reports
+/// too (including this watch's own re-reads, which would otherwise loop).
+fn is_change(event: &notify::Result<notify::Event>) -> bool {
+    match event {
+        Ok(event) => !matches!(
+            event.kind,
+            EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write)
+        ),
+        // An error (a queue overflow) may hide changes: re-read to be sure.
+        Err(_) => true,
+    }
+}
