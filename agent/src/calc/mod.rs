@@ -78,7 +78,6 @@ pub struct Calc {
     config: Option<CalcConfig>,
     namespaces: HashMap<(Origin, String), LabelMap>,
     service_accounts: HashMap<(Origin, String, String), LabelMap>,
-    pods: HashMap<(Origin, String, String), Pod>,
     pods_by_namespace: HashMap<(Origin, String), BTreeSet<String>>,
     /// Which endpoint each pod or host endpoint object produced.
     endpoint_of: HashMap<(Origin, ResourceKey), EpId>,
@@ -197,8 +196,7 @@ impl Calc {
                     .entry((origin.clone(), ns.clone()))
                     .or_default()
                     .insert(name.clone());
-                self.pods.insert((origin.clone(), ns, name), pod.clone());
-                self.refresh_pod(origin, &key);
+                self.refresh_pod(origin, &key, Some(pod));
             }
             Resource::Namespace(ns) => {
                 self.namespaces.insert(
@@ -245,12 +243,10 @@ impl Calc {
         let ns = key.namespace.clone().unwrap_or_default();
         match key.kind {
             Kind::Pod => {
-                self.pods
-                    .remove(&(origin.clone(), ns.clone(), key.name.clone()));
                 if let Some(names) = self.pods_by_namespace.get_mut(&(origin.clone(), ns)) {
                     names.remove(&key.name);
                 }
-                self.refresh_pod(origin, key);
+                self.refresh_pod(origin, key, None);
             }
             Kind::Namespace => {
                 self.namespaces.remove(&(origin.clone(), key.name.clone()));
@@ -297,26 +293,59 @@ impl Calc {
         }
     }
 
+    /// A namespace or one of its service accounts changed: its endpoints' `pcns.`/`pcsa.`
+    /// labels follow. Endpoints are rebuilt from what calc keeps of them (pods are not
+    /// kept whole: at 100,000 endpoints that would cost ~100 MiB).
     fn refresh_namespace(&mut self, origin: &Origin, namespace: &str) {
         let names: Vec<String> = self
             .pods_by_namespace
             .get(&(origin.clone(), namespace.to_owned()))
             .map(|names| names.iter().cloned().collect())
             .unwrap_or_default();
+        let ns_labels = self
+            .namespaces
+            .get(&(origin.clone(), namespace.to_owned()))
+            .cloned();
         for name in names {
             let key = ResourceKey {
                 kind: Kind::Pod,
                 namespace: Some(namespace.to_owned()),
                 name,
             };
-            self.refresh_pod(origin, &key);
+            let Some(id) = self
+                .endpoint_of
+                .get(&(origin.clone(), key.clone()))
+                .cloned()
+            else {
+                continue;
+            };
+            let Some(stored) = self.endpoints.get(&id) else {
+                continue;
+            };
+            let mut labels = self
+                .rule_index
+                .endpoint_labels(&id)
+                .cloned()
+                .unwrap_or_default();
+            let sa = labels
+                .get(endpoint::LABEL_SERVICE_ACCOUNT)
+                .cloned()
+                .unwrap_or_default();
+            let sa_labels = self
+                .service_accounts
+                .get(&(origin.clone(), namespace.to_owned(), sa));
+            endpoint::apply_namespace_labels(&mut labels, ns_labels.as_ref(), sa_labels);
+            let updated = Endpoint {
+                labels,
+                ..stored.clone()
+            };
+            self.replace_endpoint(origin, &key, Some(updated));
         }
     }
 
-    fn refresh_pod(&mut self, origin: &Origin, key: &ResourceKey) {
+    fn refresh_pod(&mut self, origin: &Origin, key: &ResourceKey, pod: Option<&Pod>) {
         let ns = key.namespace.clone().unwrap_or_default();
-        let pod_id = (origin.clone(), ns.clone(), key.name.clone());
-        let endpoint = match self.pods.get(&pod_id) {
+        let endpoint = match pod {
             None => Ok(None),
             Some(pod) => {
                 let sa = pod
@@ -380,29 +409,27 @@ impl Calc {
     }
 
     fn update_endpoint(&mut self, id: EpId, new: Option<Endpoint>) {
-        let old = self.endpoints.remove(&id).map(|mut ep| {
-            ep.labels = self
-                .rule_index
-                .endpoint_labels(&id)
-                .cloned()
-                .unwrap_or_default();
-            ep
-        });
-        if let Some(ep) = &new {
-            let stored = Endpoint {
-                labels: LabelMap::new(),
-                ..ep.clone()
-            };
-            self.endpoints.insert(id.clone(), stored);
-        }
-        if old == new {
+        // Split the new endpoint: its labels go to the index, the rest is stored.
+        let (new, new_labels) = match new {
+            Some(mut ep) => {
+                let labels = std::mem::take(&mut ep.labels);
+                (Some(ep), Some(labels))
+            }
+            None => (None, None),
+        };
+        let old = self.endpoints.remove(&id);
+        if old == new && self.rule_index.endpoint_labels(&id) == new_labels.as_ref() {
+            if let Some(old) = old {
+                self.endpoints.insert(id, old);
+            }
             return;
         }
-        let old_addrs = old.as_ref().map(|ep| ep.addrs.as_slice()).unwrap_or(&[]);
-        let new_addrs = new.as_ref().map(|ep| ep.addrs.as_slice()).unwrap_or(&[]);
+        if let Some(ep) = &new {
+            self.endpoints.insert(id.clone(), ep.clone());
+        }
+        let old_addrs = old.as_ref().map(|ep| ep.addrs.clone()).unwrap_or_default();
+        let new_addrs = new.as_ref().map(|ep| ep.addrs.clone()).unwrap_or_default();
         let addrs_changed = old_addrs != new_addrs;
-        let old_addrs = old_addrs.to_vec();
-        let new_addrs = new_addrs.to_vec();
 
         // Selector sets.
         let mut changes = std::mem::take(&mut self.scratch);
@@ -412,11 +439,14 @@ impl Calc {
                 self.remove_members(set, &old_addrs);
             }
         }
-        match &new {
-            Some(ep) => {
-                self.rule_index
-                    .update_endpoint(id.clone(), ep.labels.clone(), &mut changes)
-            }
+        let local_labels = match (&new, &new_labels) {
+            (Some(ep), Some(labels)) if self.is_local(ep) => Some(labels.clone()),
+            _ => None,
+        };
+        match new_labels {
+            Some(labels) => self
+                .rule_index
+                .update_endpoint(id.clone(), labels, &mut changes),
             None => self.rule_index.remove_endpoint(&id, &mut changes),
         }
         for change in changes.drain(..) {
@@ -486,13 +516,12 @@ impl Calc {
         let is_local = new.as_ref().is_some_and(|ep| self.is_local(ep));
         if was_local || is_local {
             let mut policy_changes = Vec::new();
-            match (&new, is_local) {
-                (Some(ep), true) => self.policy_index.update_endpoint(
-                    id.clone(),
-                    ep.labels.clone(),
-                    &mut policy_changes,
-                ),
-                _ => self.policy_index.remove_endpoint(&id, &mut policy_changes),
+            match local_labels {
+                Some(labels) => {
+                    self.policy_index
+                        .update_endpoint(id.clone(), labels, &mut policy_changes)
+                }
+                None => self.policy_index.remove_endpoint(&id, &mut policy_changes),
             }
             self.dirty.insert(id);
         }

@@ -150,26 +150,11 @@ pub fn workload_endpoint(
         .unwrap_or("default");
 
     let mut labels = pod.metadata.labels.clone();
-    for (key, value) in namespace_labels.into_iter().flatten() {
-        labels.insert(format!("{NAMESPACE_LABEL_PREFIX}{key}"), value.clone());
-    }
-    for (key, value) in service_account_labels.into_iter().flatten() {
-        labels.insert(
-            format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{key}"),
-            value.clone(),
-        );
-    }
-    // Calico lets a namespace selector name the namespace itself; Kubernetes ≥ 1.21 adds
-    // `kubernetes.io/metadata.name` to every namespace, which manifests may lack.
-    for key in [LABEL_NAME, LABEL_K8S_NAMESPACE_NAME] {
-        labels
-            .entry(format!("{NAMESPACE_LABEL_PREFIX}{key}"))
-            .or_insert_with(|| namespace.into());
-    }
+    labels.insert(LABEL_SERVICE_ACCOUNT.into(), service_account.into());
     labels.insert(LABEL_NAMESPACE.into(), namespace.into());
     labels.insert(LABEL_ORCHESTRATOR.into(), ORCHESTRATOR_K8S.into());
-    labels.insert(LABEL_SERVICE_ACCOUNT.into(), service_account.into());
     labels.insert(LABEL_CLUSTER.into(), cluster.name().into());
+    apply_namespace_labels(&mut labels, namespace_labels, service_account_labels);
 
     let named_ports = pod
         .spec
@@ -201,6 +186,37 @@ pub fn workload_endpoint(
         addrs,
         named_ports,
     }))
+}
+
+/// Replaces a workload endpoint's `pcns.` and `pcsa.` labels with those of its namespace
+/// and service account (whose names its labels hold). These prefixes are reserved: a pod's
+/// own labels that use them are dropped, so an endpoint's labels depend only on the
+/// current pod, namespace and service account, whatever order they arrived in.
+pub fn apply_namespace_labels(
+    labels: &mut LabelMap,
+    namespace_labels: Option<&LabelMap>,
+    service_account_labels: Option<&LabelMap>,
+) {
+    labels.retain(|key, _| {
+        !key.starts_with(NAMESPACE_LABEL_PREFIX) && !key.starts_with(SERVICE_ACCOUNT_LABEL_PREFIX)
+    });
+    let namespace = labels.get(LABEL_NAMESPACE).cloned().unwrap_or_default();
+    for (key, value) in namespace_labels.into_iter().flatten() {
+        labels.insert(format!("{NAMESPACE_LABEL_PREFIX}{key}"), value.clone());
+    }
+    // Calico lets a namespace selector name the namespace itself; Kubernetes ≥ 1.21 adds
+    // `kubernetes.io/metadata.name` to every namespace, which manifests may lack.
+    for key in [LABEL_NAME, LABEL_K8S_NAMESPACE_NAME] {
+        labels
+            .entry(format!("{NAMESPACE_LABEL_PREFIX}{key}"))
+            .or_insert_with(|| namespace.clone());
+    }
+    for (key, value) in service_account_labels.into_iter().flatten() {
+        labels.insert(
+            format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{key}"),
+            value.clone(),
+        );
+    }
 }
 
 /// The host endpoint a HostEndpoint object describes.
