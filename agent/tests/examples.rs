@@ -127,6 +127,10 @@ fn every_example_object_converts_and_clients_of_every_cluster_match() {
             "cluster-c/c-node-1/k8s/shop.client-c1/eth0",
         ]
     );
+    assert_eq!(
+        matching(&calc, "role == 'node'"),
+        ["a-node-1/a-node-1-eth0", "cluster-c/c-node-1/c-node-1-eth0"]
+    );
 }
 
 #[test]
