@@ -294,6 +294,13 @@ mod tests {
     const POOL: &str = "apiVersion: fedwall.io/v1alpha1\nkind: IPPool\nmetadata: {name: p}\n\
                         spec: {cidr: 10.20.0.0/16}\n";
 
+    /// The states of a cluster from the start of its source to its first sync.
+    const CONNECTED: [RemoteClusterState; 3] = [
+        RemoteClusterState::Connecting,
+        RemoteClusterState::ResyncInProgress,
+        RemoteClusterState::InSync,
+    ];
+
     fn rcc(name: &str, spec: &str) -> String {
         format!(
             "apiVersion: fedwall.io/v1alpha1\nkind: RemoteClusterConfiguration\n\
@@ -375,14 +382,7 @@ mod tests {
         let (_source, updates) = federation(&root);
         let seen = until(&updates, "cluster b in sync", is_state("b", in_sync));
         let (states, changes) = about("b", &seen);
-        assert_eq!(
-            states,
-            [
-                RemoteClusterState::Connecting,
-                RemoteClusterState::ResyncInProgress,
-                RemoteClusterState::InSync
-            ]
-        );
+        assert_eq!(states, CONNECTED);
         assert_eq!(
             changes,
             ["+Pod(shop/client)", "+Pod(shop/web)", "+Namespace(shop)"]
@@ -460,14 +460,7 @@ mod tests {
         root.write("a/rcc.yaml", &rcc("b", "{datastoreType: file, path: ../c}"));
         let seen = until(&updates, "cluster b in sync again", is_state("b", in_sync));
         let (states, changes) = about("b", &seen);
-        assert_eq!(
-            states,
-            [
-                RemoteClusterState::Connecting,
-                RemoteClusterState::ResyncInProgress,
-                RemoteClusterState::InSync
-            ]
-        );
+        assert_eq!(states, CONNECTED);
         assert_eq!(changes, ["-Pod(shop/client)", "+Pod(shop/other)"]);
     }
 

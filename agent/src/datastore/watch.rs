@@ -414,6 +414,13 @@ mod tests {
         }
     }
 
+    /// The next update, which must set the object named `name` (as `Kind(name)`).
+    fn expect_set(updates: &Receiver<Update>, name: &str) -> Update {
+        let update = next(updates, name);
+        assert_eq!(set_name(&update).as_deref(), Some(name), "{update:?}");
+        update
+    }
+
     fn deleted(name: &str) -> Update {
         Update::Delete {
             origin: Origin::Local,
@@ -465,14 +472,8 @@ mod tests {
     fn a_new_file_sends_its_objects_and_nothing_else() {
         let (dir, _source, updates) = started();
         dir.write("c.yaml", &[namespace("c"), namespace("d")].join("---\n"));
-        assert_eq!(
-            set_name(&next(&updates, "c")).as_deref(),
-            Some("Namespace(c)")
-        );
-        assert_eq!(
-            set_name(&next(&updates, "d")).as_deref(),
-            Some("Namespace(d)")
-        );
+        expect_set(&updates, "Namespace(c)");
+        expect_set(&updates, "Namespace(d)");
     }
 
     #[test]
@@ -486,8 +487,7 @@ mod tests {
             .expect("open a.yaml");
         file.write_all(labelled.as_bytes()).expect("write a.yaml");
         drop(file);
-        let update = next(&updates, "the edited namespace");
-        assert_eq!(set_name(&update).as_deref(), Some("Namespace(a)"));
+        let update = expect_set(&updates, "Namespace(a)");
         assert_eq!(labels_of(&update), [("team".into(), "shop".into())]);
     }
 
@@ -500,8 +500,7 @@ mod tests {
             &format!("{}  labels: {{x: y}}\n", namespace("b")),
         );
         dir.rename(".b.yaml.swp", "b.yaml");
-        let update = next(&updates, "the renamed file's namespace");
-        assert_eq!(set_name(&update).as_deref(), Some("Namespace(b)"));
+        let update = expect_set(&updates, "Namespace(b)");
         assert_eq!(labels_of(&update), [("x".into(), "y".into())]);
     }
 
@@ -524,18 +523,10 @@ mod tests {
         );
         // Something to wait for that comes after the broken file was read.
         dir.write("c.yaml", &namespace("c"));
-        let update = next(&updates, "namespace c");
-        assert_eq!(
-            set_name(&update).as_deref(),
-            Some("Namespace(c)"),
-            "{update:?}"
-        );
+        expect_set(&updates, "Namespace(c)");
         dir.write("a.yaml", &namespace("z"));
         assert_eq!(next(&updates, "a's deletion"), deleted("a"));
-        assert_eq!(
-            set_name(&next(&updates, "z")).as_deref(),
-            Some("Namespace(z)")
-        );
+        expect_set(&updates, "Namespace(z)");
     }
 
     #[test]
