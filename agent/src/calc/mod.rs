@@ -82,6 +82,8 @@ pub struct Calc {
     pods_by_namespace: HashMap<(Origin, String), BTreeSet<String>>,
     /// Which endpoint each pod or host endpoint object produced.
     endpoint_of: HashMap<(Origin, ResourceKey), EpId>,
+    /// Every endpoint, with its labels moved out into `rule_index` (which needs them
+    /// anyway): at 100,000 endpoints a second copy costs ~100 MiB.
     endpoints: HashMap<EpId, Endpoint>,
     /// Rule selectors over every endpoint of every cluster.
     rule_index: LabelIndex<EpId, SetKey>,
@@ -128,9 +130,15 @@ impl Calc {
         })
     }
 
-    /// Every endpoint of every cluster, in no particular order.
-    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.endpoints.values()
+    /// Every endpoint of every cluster with its labels, in no particular order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&Endpoint, &LabelMap)> {
+        static NO_LABELS: LabelMap = LabelMap::new();
+        self.endpoints.iter().map(|(id, ep)| {
+            (
+                ep,
+                self.rule_index.endpoint_labels(id).unwrap_or(&NO_LABELS),
+            )
+        })
     }
 
     /// Objects that could not be used, by origin and object.
@@ -372,10 +380,21 @@ impl Calc {
     }
 
     fn update_endpoint(&mut self, id: EpId, new: Option<Endpoint>) {
-        let old = match &new {
-            Some(ep) => self.endpoints.insert(id.clone(), ep.clone()),
-            None => self.endpoints.remove(&id),
-        };
+        let old = self.endpoints.remove(&id).map(|mut ep| {
+            ep.labels = self
+                .rule_index
+                .endpoint_labels(&id)
+                .cloned()
+                .unwrap_or_default();
+            ep
+        });
+        if let Some(ep) = &new {
+            let stored = Endpoint {
+                labels: LabelMap::new(),
+                ..ep.clone()
+            };
+            self.endpoints.insert(id.clone(), stored);
+        }
         if old == new {
             return;
         }

@@ -2,6 +2,7 @@
 //! library's layers.
 
 mod bpf;
+mod eval;
 mod selector;
 
 use std::process::ExitCode;
@@ -28,6 +29,31 @@ enum Command {
     /// Parse selectors and evaluate them against labels (Calico's selector language).
     #[command(subcommand)]
     Selector(selector::SelectorCommand),
+    /// List the endpoints, local and remote, that a selector matches (like calicoq eval).
+    Eval(eval::EvalArgs),
+}
+
+/// Where cluster data comes from.
+#[derive(Debug, clap::Args)]
+pub struct DatastoreArg {
+    /// The datastore: `file:DIR`, a directory of YAML manifests (Kubernetes object shapes;
+    /// RemoteClusterConfigurations with `datastoreType: file` name remote directories).
+    #[arg(long, env = "FEDWALL_DATASTORE", value_name = "file:DIR")]
+    datastore: String,
+}
+
+impl DatastoreArg {
+    /// The directory of a `file:` datastore.
+    pub fn file_dir(&self) -> anyhow::Result<&std::path::Path> {
+        match self.datastore.split_once(':') {
+            Some(("file", dir)) if !dir.is_empty() => Ok(std::path::Path::new(dir)),
+            _ => anyhow::bail!(
+                "--datastore {:?} is not supported: use file:DIR (the kubernetes datastore \
+                 comes with the agent's Kubernetes support)",
+                self.datastore
+            ),
+        }
+    }
 }
 
 /// Output format of the inspection commands.
@@ -46,6 +72,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bpf(command) => bpf::run(command),
         Command::Selector(command) => selector::run(command),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,
