@@ -70,8 +70,8 @@ fn matching(calc: &Calc, selector: &str) -> Vec<String> {
     let selector = Selector::parse(selector).unwrap_or_else(|e| panic!("{selector}: {e}"));
     let mut names: Vec<String> = calc
         .endpoints()
-        .filter(|endpoint| selector.matches(&endpoint.labels))
-        .map(|endpoint| endpoint.name.clone())
+        .filter(|(_, labels)| selector.matches(*labels))
+        .map(|(endpoint, _)| endpoint.name.clone())
         .collect();
     names.sort();
     names
