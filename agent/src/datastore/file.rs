@@ -218,12 +218,8 @@ impl DirSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datastore::testdir::TestDir;
+    use crate::datastore::testdir::{TestDir, namespace};
     use crate::model::resources::Kind;
-
-    fn namespace(name: &str) -> String {
-        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
-    }
 
     fn names(snapshot: &DirSnapshot) -> Vec<String> {
         snapshot.objects.keys().map(ToString::to_string).collect()

@@ -281,3 +281,252 @@ pub fn read_federated(dir: &Path) -> Result<FederatedSnapshot, FileDatastoreErro
         .collect();
     Ok(FederatedSnapshot { local, remotes })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::mpsc::{self, Receiver, TryRecvError};
+
+    use super::*;
+    use crate::datastore::testdir::{TestDir, namespace, pod, until};
+
+    const POLICY: &str = "apiVersion: fedwall.io/v1alpha1\nkind: GlobalNetworkPolicy\nmetadata: {name: remote-only}\n";
+    const POOL: &str = "apiVersion: fedwall.io/v1alpha1\nkind: IPPool\nmetadata: {name: p}\n\
+                        spec: {cidr: 10.20.0.0/16}\n";
+
+    /// The states of a cluster from the start of its source to its first sync.
+    const CONNECTED: [RemoteClusterState; 3] = [
+        RemoteClusterState::Connecting,
+        RemoteClusterState::ResyncInProgress,
+        RemoteClusterState::InSync,
+    ];
+
+    fn rcc(name: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: fedwall.io/v1alpha1\nkind: RemoteClusterConfiguration\n\
+             metadata: {{name: {name}}}\nspec: {spec}\n"
+        )
+    }
+
+    fn state(cluster: &str, state: RemoteClusterState) -> Update {
+        Update::RemoteState {
+            cluster: cluster.into(),
+            state,
+        }
+    }
+
+    /// What the updates say about one remote cluster: its states, and its objects' changes
+    /// as `+key` / `-key`, in order.
+    fn about(cluster: &str, updates: &[Update]) -> (Vec<RemoteClusterState>, Vec<String>) {
+        let origin = Origin::Remote(cluster.into());
+        let mut states = Vec::new();
+        let mut changes = Vec::new();
+        for update in updates {
+            match update {
+                Update::RemoteState { cluster: c, state } if c == cluster => {
+                    states.push(state.clone());
+                }
+                Update::Set {
+                    origin: o,
+                    resource,
+                } if *o == origin => {
+                    changes.push(format!("+{}", resource.key()));
+                }
+                Update::Delete { origin: o, key } if *o == origin => {
+                    changes.push(format!("-{key}"));
+                }
+                _ => {}
+            }
+        }
+        (states, changes)
+    }
+
+    fn is_state(
+        cluster: &str,
+        wanted: fn(&RemoteClusterState) -> bool,
+    ) -> impl Fn(&Update) -> bool {
+        move |update| matches!(update, Update::RemoteState { cluster: c, state } if c == cluster && wanted(state))
+    }
+
+    fn in_sync(state: &RemoteClusterState) -> bool {
+        *state == RemoteClusterState::InSync
+    }
+
+    /// `root/a` is the local directory, naming cluster `b` at `../b`.
+    fn federation(root: &TestDir) -> (FederatedFileSource, Receiver<Update>) {
+        root.write("a/rcc.yaml", &rcc("b", "{datastoreType: file, path: ../b}"));
+        let (sender, updates) = mpsc::channel();
+        let source = FederatedFileSource::spawn(root.path().join("a"), sender).expect("spawn");
+        (source, updates)
+    }
+
+    fn write_cluster_b(root: &TestDir) {
+        root.write(
+            "b/all.yaml",
+            &[
+                namespace("shop"),
+                pod("web", "web"),
+                pod("client", "client"),
+                POLICY.into(),
+                POOL.into(),
+                rcc("x", "{datastoreType: file, path: .}"),
+            ]
+            .join("---\n"),
+        );
+    }
+
+    #[test]
+    fn a_remote_cluster_contributes_only_federated_kinds() {
+        let root = TestDir::new();
+        write_cluster_b(&root);
+        let (_source, updates) = federation(&root);
+        let seen = until(&updates, "cluster b in sync", is_state("b", in_sync));
+        let (states, changes) = about("b", &seen);
+        assert_eq!(states, CONNECTED);
+        assert_eq!(
+            changes,
+            ["+Pod(shop/client)", "+Pod(shop/web)", "+Namespace(shop)"]
+        );
+        assert!(seen.contains(&Update::InSync {
+            origin: Origin::Remote("b".into())
+        }));
+    }
+
+    #[test]
+    fn a_missing_remote_directory_fails_then_recovers_when_created() {
+        let root = TestDir::new();
+        let (_source, updates) = federation(&root);
+        let seen = until(
+            &updates,
+            "cluster b failing",
+            is_state("b", |s| s.name() == "ConnectionFailed"),
+        );
+        let expected = format!(
+            "directory {}: No such file or directory; create it or fix spec.path",
+            root.path().join("a").join("../b").display()
+        );
+        assert_eq!(
+            seen.last(),
+            Some(&state("b", RemoteClusterState::ConnectionFailed(expected)))
+        );
+        // Created whole, so the first successful read sees all of it.
+        root.write("staging/pods.yaml", &pod("web", "web"));
+        root.rename("staging", "b");
+        let seen = until(&updates, "cluster b in sync", is_state("b", in_sync));
+        let (states, changes) = about("b", &seen);
+        assert_eq!(
+            states,
+            [
+                RemoteClusterState::ResyncInProgress,
+                RemoteClusterState::InSync
+            ]
+        );
+        assert_eq!(changes, ["+Pod(shop/web)"]);
+    }
+
+    #[test]
+    fn a_deleted_rcc_deletes_every_object_of_its_cluster_first() {
+        let root = TestDir::new();
+        write_cluster_b(&root);
+        let (_source, updates) = federation(&root);
+        until(&updates, "cluster b in sync", is_state("b", in_sync));
+        root.remove("a/rcc.yaml");
+        let seen = until(
+            &updates,
+            "the RCC's deletion",
+            |update| matches!(update, Update::Delete { origin: Origin::Local, key } if key.kind == Kind::RemoteClusterConfiguration),
+        );
+        let (_, changes) = about("b", &seen);
+        let changes: BTreeSet<String> = changes.into_iter().collect();
+        let expected: BTreeSet<String> =
+            ["-Namespace(shop)", "-Pod(shop/client)", "-Pod(shop/web)"]
+                .map(String::from)
+                .into();
+        assert_eq!(changes, expected);
+        // The cluster's source has stopped: nothing more comes from it.
+        assert_eq!(updates.try_recv(), Err(TryRecvError::Empty));
+    }
+
+    #[test]
+    fn an_rcc_pointed_elsewhere_reconnects_and_sends_only_the_differences() {
+        let root = TestDir::new();
+        write_cluster_b(&root);
+        root.write(
+            "c/all.yaml",
+            &[namespace("shop"), pod("web", "web"), pod("other", "other")].join("---\n"),
+        );
+        let (_source, updates) = federation(&root);
+        until(&updates, "cluster b in sync", is_state("b", in_sync));
+        root.write("a/rcc.yaml", &rcc("b", "{datastoreType: file, path: ../c}"));
+        let seen = until(&updates, "cluster b in sync again", is_state("b", in_sync));
+        let (states, changes) = about("b", &seen);
+        assert_eq!(states, CONNECTED);
+        assert_eq!(changes, ["-Pod(shop/client)", "+Pod(shop/other)"]);
+    }
+
+    #[test]
+    fn an_rcc_without_what_it_needs_is_config_incomplete() {
+        let base = Path::new("/data/a");
+        let target = |spec: &str| {
+            let spec: RemoteClusterSpec = serde_yaml::from_str(spec).expect("a spec");
+            RemoteTarget::of(&spec, base)
+        };
+        let problem = |spec: &str| match target(spec) {
+            RemoteTarget::Unavailable(state) => state.to_string(),
+            other => panic!("{spec}: expected a problem, got {other:?}"),
+        };
+        assert_eq!(
+            target("{datastoreType: file, path: ../b}"),
+            RemoteTarget::Directory("/data/a/../b".into())
+        );
+        assert_eq!(
+            target("{datastoreType: file, path: /srv/b}"),
+            RemoteTarget::Directory("/srv/b".into())
+        );
+        assert!(
+            problem("{datastoreType: file}")
+                .starts_with("ConfigIncomplete: datastoreType file needs spec.path")
+        );
+        assert!(
+            problem("{datastoreType: etcd}")
+                .starts_with("ConfigIncomplete: unknown datastoreType \"etcd\"")
+        );
+        assert!(problem("{}").starts_with("ConfigIncomplete: datastoreType kubernetes needs"));
+        assert!(problem("{kubeconfig: /k}").starts_with(
+            "ConnectionFailed: the kubernetes datastore type is not supported yet by this build"
+        ));
+    }
+
+    #[test]
+    fn read_federated_reads_each_remote_or_says_why_not() {
+        let root = TestDir::new();
+        write_cluster_b(&root);
+        root.write(
+            "a/rcc.yaml",
+            &[
+                rcc("b", "{datastoreType: file, path: ../b}"),
+                rcc("c", "{datastoreType: file, path: ../c}"),
+                rcc("d", "{datastoreType: file}"),
+            ]
+            .join("---\n"),
+        );
+        let snapshot = read_federated(&root.path().join("a")).expect("a is readable");
+        let states: Vec<(&str, &str)> = snapshot
+            .remotes
+            .iter()
+            .map(|(name, remote)| (name.as_str(), remote.state.name()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("b", "InSync"),
+                ("c", "ConnectionFailed"),
+                ("d", "ConfigIncomplete")
+            ]
+        );
+        let b = snapshot.remotes["b"].snapshot.as_ref().expect("b was read");
+        let kinds: BTreeSet<Kind> = b.objects.keys().map(|key| key.kind).collect();
+        assert_eq!(kinds, [Kind::Pod, Kind::Namespace].into());
+        assert!(snapshot.remotes["c"].snapshot.is_none());
+    }
+}

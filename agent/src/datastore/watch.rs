@@ -395,3 +395,203 @@ fn is_change(event: &notify::Result<notify::Event>) -> bool {
         Err(_) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::datastore::testdir::{TestDir, namespace, next, pod};
+    use crate::model::resources::Kind;
+
+    fn set_name(update: &Update) -> Option<String> {
+        match update {
+            Update::Set {
+                origin: Origin::Local,
+                resource,
+            } => Some(resource.key().to_string()),
+            _ => None,
+        }
+    }
+
+    /// The next update, which must set the object named `name` (as `Kind(name)`).
+    fn expect_set(updates: &Receiver<Update>, name: &str) -> Update {
+        let update = next(updates, name);
+        assert_eq!(set_name(&update).as_deref(), Some(name), "{update:?}");
+        update
+    }
+
+    fn deleted(name: &str) -> Update {
+        Update::Delete {
+            origin: Origin::Local,
+            key: ResourceKey {
+                kind: Kind::Namespace,
+                namespace: None,
+                name: name.into(),
+            },
+        }
+    }
+
+    fn labels_of(update: &Update) -> Vec<(String, String)> {
+        match update {
+            Update::Set { resource, .. } => {
+                resource.metadata().labels.clone().into_iter().collect()
+            }
+            other => panic!("expected a Set, got {other:?}"),
+        }
+    }
+
+    /// A source over a directory holding namespaces `a` (in a.yaml) and `b` (in b.yaml),
+    /// past its initial updates.
+    fn started() -> (TestDir, FileSource, Receiver<Update>) {
+        let dir = TestDir::new();
+        dir.write("a.yaml", &namespace("a"));
+        dir.write("b.yaml", &namespace("b"));
+        let (sender, updates) = mpsc::channel();
+        let source = FileSource::spawn(dir.path(), Origin::Local, sender).expect("spawn");
+        let initial: Vec<Update> = (0..3).map(|_| next(&updates, "the initial sync")).collect();
+        let names: Vec<Option<String>> = initial.iter().map(set_name).collect();
+        assert_eq!(
+            names,
+            [
+                Some("Namespace(a)".into()),
+                Some("Namespace(b)".into()),
+                None
+            ]
+        );
+        assert_eq!(
+            initial[2],
+            Update::InSync {
+                origin: Origin::Local
+            }
+        );
+        (dir, source, updates)
+    }
+
+    #[test]
+    fn a_new_file_sends_its_objects_and_nothing_else() {
+        let (dir, _source, updates) = started();
+        dir.write("c.yaml", &[namespace("c"), namespace("d")].join("---\n"));
+        expect_set(&updates, "Namespace(c)");
+        expect_set(&updates, "Namespace(d)");
+    }
+
+    #[test]
+    fn an_edit_in_place_sends_the_changed_object_only() {
+        let (dir, _source, updates) = started();
+        // One write at offset 0, no truncation: the file is never seen half-written.
+        let labelled = format!("{}  labels: {{team: shop}}\n", namespace("a"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("a.yaml"))
+            .expect("open a.yaml");
+        file.write_all(labelled.as_bytes()).expect("write a.yaml");
+        drop(file);
+        let update = expect_set(&updates, "Namespace(a)");
+        assert_eq!(labels_of(&update), [("team".into(), "shop".into())]);
+    }
+
+    #[test]
+    fn a_file_renamed_into_place_replaces_the_old_one() {
+        let (dir, _source, updates) = started();
+        // As editors save: write a hidden temporary file (ignored), then rename it.
+        dir.write(
+            ".b.yaml.swp",
+            &format!("{}  labels: {{x: y}}\n", namespace("b")),
+        );
+        dir.rename(".b.yaml.swp", "b.yaml");
+        let update = expect_set(&updates, "Namespace(b)");
+        assert_eq!(labels_of(&update), [("x".into(), "y".into())]);
+    }
+
+    #[test]
+    fn a_deleted_file_deletes_its_objects() {
+        let (dir, _source, updates) = started();
+        dir.remove("a.yaml");
+        assert_eq!(next(&updates, "the deletion"), deleted("a"));
+        // And a renamed-away file too.
+        dir.rename("b.yaml", "b.yaml.orig");
+        assert_eq!(next(&updates, "the deletion"), deleted("b"));
+    }
+
+    #[test]
+    fn an_object_whose_file_breaks_is_kept_until_the_file_is_fixed() {
+        let (dir, _source, updates) = started();
+        dir.write(
+            "a.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: [a\n",
+        );
+        // Something to wait for that comes after the broken file was read.
+        dir.write("c.yaml", &namespace("c"));
+        expect_set(&updates, "Namespace(c)");
+        dir.write("a.yaml", &namespace("z"));
+        assert_eq!(next(&updates, "a's deletion"), deleted("a"));
+        expect_set(&updates, "Namespace(z)");
+    }
+
+    #[test]
+    fn dropping_the_source_stops_its_thread() {
+        let (_dir, source, updates) = started();
+        drop(source);
+        // Dropping waits for the thread, which owned the only sender.
+        assert_eq!(updates.try_recv(), Err(mpsc::TryRecvError::Disconnected));
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_read_at_start_is_an_error() {
+        let dir = TestDir::new();
+        let (sender, _updates) = mpsc::channel();
+        let missing = dir.path().join("missing");
+        let error = FileSource::spawn(&missing, Origin::Local, sender).expect_err("missing");
+        assert!(
+            matches!(&error, FileDatastoreError::UnreadableDirectory { dir, .. } if *dir == missing),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_remote_source_sends_federated_kinds_and_its_state() {
+        let dir = TestDir::new();
+        dir.write(
+            "all.yaml",
+            &[
+                pod("web", "web"),
+                "apiVersion: fedwall.io/v1alpha1\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\n"
+                    .into(),
+                namespace("shop"),
+            ]
+            .join("---\n"),
+        );
+        let (sender, updates) = mpsc::channel();
+        let origin = Origin::Remote("b".into());
+        let _source = FileSource::spawn(dir.path(), origin.clone(), sender).expect("spawn");
+        let state = |state| Update::RemoteState {
+            cluster: "b".into(),
+            state,
+        };
+        assert_eq!(
+            next(&updates, "Connecting"),
+            state(RemoteClusterState::Connecting)
+        );
+        assert_eq!(
+            next(&updates, "ResyncInProgress"),
+            state(RemoteClusterState::ResyncInProgress)
+        );
+        let kinds: Vec<Kind> = (0..2)
+            .map(|_| match next(&updates, "a federated object") {
+                Update::Set {
+                    origin: o,
+                    resource,
+                } if o == origin => resource.kind(),
+                other => panic!("expected a Set from {origin}, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, [Kind::Pod, Kind::Namespace]);
+        assert_eq!(next(&updates, "InSync"), Update::InSync { origin });
+        assert_eq!(
+            next(&updates, "state InSync"),
+            state(RemoteClusterState::InSync)
+        );
+        assert_eq!(updates.try_recv(), Err(mpsc::TryRecvError::Empty));
+    }
+}
