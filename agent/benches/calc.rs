@@ -78,6 +78,17 @@ fn policy(n: usize) -> Resource {
     })
 }
 
+/// CPU time of this thread: unlike wall time, unaffected by other work on the machine.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 fn rss_peak_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -126,14 +137,18 @@ fn main() {
         cluster_name: "local".into(),
     });
     let mut initial = Duration::ZERO;
+    let mut initial_cpu = Duration::ZERO;
     for update in inputs {
+        let c = thread_cpu_time();
         let t = Instant::now();
         calc.apply(&update);
         initial += t.elapsed();
+        initial_cpu += thread_cpu_time() - c;
     }
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), thread_cpu_time());
     let deltas = calc.flush();
     initial += t.elapsed();
+    initial_cpu += thread_cpu_time() - c;
     let members: usize = deltas
         .iter()
         .map(|d| match d {
@@ -167,7 +182,9 @@ fn main() {
     let initial_ms = initial.as_secs_f64() * 1e3;
     let p50_us = p50.as_secs_f64() * 1e6;
     let p99_us = p99.as_secs_f64() * 1e6;
+    let initial_cpu_ms = initial_cpu.as_secs_f64() * 1e3;
     println!("BENCH calc_initial_match {initial_ms:.0} ms");
+    println!("BENCH calc_initial_match_cpu {initial_cpu_ms:.0} ms");
     println!("BENCH calc_relabel_p50 {p50_us:.1} us");
     println!("BENCH calc_relabel_p99 {p99_us:.1} us");
     println!("BENCH calc_rss_peak {rss:.0} MiB");
@@ -187,6 +204,14 @@ fn main() {
         format!("{initial_ms:.0} ms"),
         "≤ 2000 ms",
         initial_ms <= 2000.0,
+    );
+    // Wall time counts what other processes take from this one; CPU time does not, and is
+    // what an idle machine's wall time would be.
+    row(
+        "  of which on this thread's CPU",
+        format!("{initial_cpu_ms:.0} ms"),
+        "≤ 2000 ms",
+        initial_cpu_ms <= 2000.0,
     );
     row(
         "one relabel → deltas, p50",

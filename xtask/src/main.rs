@@ -11,6 +11,8 @@ use std::{
 use anyhow::Context as _;
 use clap::{Args, Parser};
 
+mod bench;
+
 /// fedwall's developer tasks.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
@@ -19,6 +21,11 @@ enum Task {
     Test(TestArgs),
     /// Check formatting and run clippy with -D warnings, userspace and eBPF in separate passes.
     Lint,
+    /// Run a benchmark; it prints `BENCH <name> <value> <unit>` lines and a table.
+    Bench {
+        #[arg(value_enum)]
+        name: bench::Bench,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +72,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
     let root = workspace_root()?;
     let mut tally = Tally::default();
     match task {
+        Task::Bench { name } => return bench::run(&root, name),
         Task::Lint => lint(&root, &mut tally),
         Task::Test(args) => test(&root, &args, &mut tally)?,
     }

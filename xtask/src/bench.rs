@@ -1,0 +1,33 @@
+//! `cargo xtask bench <name>`: the project's benchmarks. Each prints `BENCH <name> <value>
+//! <unit>` lines and a readable table with its targets; none is a test, and none fails
+//! the build on a missed target (the table says MISSED).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+
+use crate::{cargo, step};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Bench {
+    /// Calc at 100,000 remote endpoints × 1,000 selectors: initial match, relabel p99, RSS.
+    Calc,
+}
+
+pub fn run(root: &Path, bench: Bench) -> anyhow::Result<ExitCode> {
+    let ok = match bench {
+        Bench::Calc => step(
+            "bench calc (release build)",
+            cargo(
+                root,
+                &["bench", "--quiet", "-p", "fedwall", "--bench", "calc"],
+            ),
+        ),
+    };
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
