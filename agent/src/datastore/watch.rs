@@ -401,7 +401,7 @@ mod tests {
     use std::io::Write as _;
 
     use super::*;
-    use crate::datastore::testdir::{TestDir, namespace, next, pod};
+    use crate::datastore::testdir::{TestDir, namespace, next, pod, until};
     use crate::model::resources::Kind;
 
     fn set_name(update: &Update) -> Option<String> {
@@ -547,6 +547,39 @@ mod tests {
             matches!(&error, FileDatastoreError::UnreadableDirectory { dir, .. } if *dir == missing),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_directory_that_vanishes_keeps_its_objects_until_it_is_back() {
+        let root = TestDir::new();
+        root.write(
+            "b/pods.yaml",
+            &[pod("web", "web"), pod("old", "old")].join("---\n"),
+        );
+        let (sender, updates) = mpsc::channel();
+        let origin = Origin::Remote("b".into());
+        let _source =
+            FileSource::spawn(root.path().join("b"), origin.clone(), sender).expect("spawn");
+        let is_state = |update: &Update, name: &str| matches!(update, Update::RemoteState { state, .. } if state.name() == name);
+        until(&updates, "the first sync", |u| is_state(u, "InSync"));
+        root.rename("b", "b-gone");
+        // Failing is reported, and nothing is deleted: the data may well come back.
+        let update = next(&updates, "the failure");
+        assert!(is_state(&update, "ConnectionFailed"), "{update:?}");
+        // A new directory in its place, with one pod changed and one gone.
+        root.write("staging/pods.yaml", &pod("web", "web-v2"));
+        root.rename("staging", "b");
+        let seen = until(&updates, "the second sync", |u| is_state(u, "InSync"));
+        let changes: Vec<String> = seen
+            .iter()
+            .filter_map(|update| match update {
+                Update::Set { resource, .. } => Some(format!("+{}", resource.key())),
+                Update::Delete { key, .. } => Some(format!("-{key}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(changes, ["-Pod(shop/old)", "+Pod(shop/web)"]);
+        assert!(is_state(&seen[0], "ResyncInProgress"), "{seen:?}");
     }
 
     #[test]
