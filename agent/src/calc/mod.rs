@@ -11,6 +11,7 @@
 //! whose policies or peers' named ports changed are recompiled.
 
 mod compile;
+pub mod eval;
 #[cfg(test)]
 mod tests;
 
