@@ -3,8 +3,22 @@
 
 pub mod calc;
 pub mod cli;
+pub mod daemon;
 pub mod dataplane;
 pub mod datastore;
 pub mod model;
 pub mod paths;
 pub mod selector;
+
+/// An error and its sources, `outer: inner: innermost`, for logs (library errors keep
+/// their sources out of `Display`, as thiserror recommends).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

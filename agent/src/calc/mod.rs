@@ -154,13 +154,20 @@ impl Calc {
     /// Whether every source has synced: the local one, and every remote cluster the
     /// local one names that is not failing (a failing remote is reported, not waited for).
     pub fn in_sync(&self) -> bool {
-        self.in_sync.contains(&Origin::Local)
-            && self.remote_states.iter().all(|(name, state)| {
-                state.problem().is_some() || self.in_sync.contains(&Origin::Remote(name.clone()))
-            })
+        self.unsynced().next().is_none()
     }
 
-    /// The enforced policies, in the order they apply.
+    /// Sources not in sync yet (failing remote clusters are not waited for).
+    pub fn unsynced(&self) -> impl Iterator<Item = Origin> + '_ {
+        let local = (!self.in_sync.contains(&Origin::Local)).then_some(Origin::Local);
+        let remotes = self.remote_states.iter().filter_map(|(name, state)| {
+            let origin = Origin::Remote(name.clone());
+            (state.problem().is_none() && !self.in_sync.contains(&origin)).then_some(origin)
+        });
+        local.into_iter().chain(remotes)
+    }
+
+    /// The valid policies, by key.
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
         self.policies.values()
     }
@@ -235,7 +242,14 @@ impl Calc {
                 }
                 Err(e) => self.problem(origin, &key, e.to_string()),
             },
-            Resource::Node(_) | Resource::RemoteClusterConfiguration(_) => {}
+            Resource::RemoteClusterConfiguration(_) => {
+                // Known from now on, so being in sync waits for it until its source
+                // reports (a state it already reported stays).
+                self.remote_states
+                    .entry(key.name.clone())
+                    .or_insert(RemoteClusterState::Connecting);
+            }
+            Resource::Node(_) => {}
         }
     }
 
@@ -271,7 +285,13 @@ impl Calc {
                     self.pool_deltas.push(Delta::PoolDeleted { cidr: old.cidr });
                 }
             }
-            Kind::Node | Kind::RemoteClusterConfiguration => {}
+            Kind::RemoteClusterConfiguration => {
+                if *origin == Origin::Local {
+                    self.remote_states.remove(&key.name);
+                    self.in_sync.remove(&Origin::Remote(key.name.clone()));
+                }
+            }
+            Kind::Node => {}
         }
     }
 

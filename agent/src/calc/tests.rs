@@ -575,3 +575,30 @@ fn addresses_shared_by_two_endpoints_stay_in_a_set_until_both_leave() {
         Verdict::Allow
     );
 }
+
+#[test]
+fn in_sync_waits_for_a_remote_cluster_named_by_an_rcc_before_its_source_reports() {
+    let mut h = Harness::new();
+    let rcc = yaml(
+        "apiVersion: fedwall.io/v1alpha1\nkind: RemoteClusterConfiguration\nmetadata: {name: west}\n\
+         spec: {datastoreType: file, path: /x}",
+    );
+    h.calc.apply(&set(&Origin::Local, rcc));
+    h.calc.apply(&Update::InSync {
+        origin: Origin::Local,
+    });
+    assert!(!h.calc.in_sync(), "west has not reported yet");
+    h.calc.apply(&Update::InSync {
+        origin: remote("west"),
+    });
+    assert!(h.calc.in_sync());
+    h.calc.apply(&Update::Delete {
+        origin: Origin::Local,
+        key: ResourceKey {
+            kind: Kind::RemoteClusterConfiguration,
+            namespace: None,
+            name: "west".into(),
+        },
+    });
+    assert!(h.calc.in_sync() && h.calc.remote_states().is_empty());
+}

@@ -1,0 +1,154 @@
+//! The agent's Prometheus metrics: kept by the main loop, rendered by the HTTP server in
+//! the text exposition format. Readiness lives here too, since `/readyz` and the metrics
+//! answer from the same state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use crate::calc::Calc;
+use crate::datastore::Origin;
+
+#[derive(Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+#[derive(Default, Clone)]
+struct State {
+    ready: bool,
+    /// Sources not yet in sync, for `/readyz` to name.
+    waiting_for: Vec<String>,
+    /// Remote cluster → connection state name.
+    remote_states: BTreeMap<String, &'static str>,
+    local_endpoints: usize,
+    endpoints: usize,
+    policies: usize,
+    problems: usize,
+    deltas_applied: u64,
+    errors: BTreeMap<&'static str, u64>,
+}
+
+impl Metrics {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        // A panic while holding the lock leaves plain counters behind: still usable.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state)
+    }
+
+    pub fn deltas_applied(&self, n: u64) {
+        self.with(|s| s.deltas_applied += n);
+    }
+
+    pub fn count_error(&self, kind: &'static str) {
+        self.with(|s| *s.errors.entry(kind).or_insert(0) += 1);
+    }
+
+    /// Takes calc's view after a batch.
+    pub fn observe(&self, calc: &Calc, programmed: bool) {
+        let remote_states: BTreeMap<_, _> = calc
+            .remote_states()
+            .iter()
+            .map(|(name, state)| (name.clone(), state.name()))
+            .collect();
+        let waiting_for = calc
+            .unsynced()
+            .map(|origin| match origin {
+                Origin::Local => "the local datastore".to_owned(),
+                Origin::Remote(name) => format!("RemoteClusterConfiguration({name})"),
+            })
+            .collect();
+        let counts = (
+            calc.local_endpoints().count(),
+            calc.endpoints().count(),
+            calc.policies().count(),
+            calc.problems().count(),
+        );
+        self.with(|s| {
+            s.ready = programmed;
+            s.waiting_for = waiting_for;
+            s.remote_states = remote_states;
+            (s.local_endpoints, s.endpoints, s.policies, s.problems) = counts;
+        });
+    }
+
+    /// `Ok` when ready, else what it still waits for.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.with(|s| {
+            if s.ready {
+                Ok(())
+            } else if s.waiting_for.is_empty() {
+                Err("programming the dataplane".into())
+            } else {
+                Err(format!("waiting for {}", s.waiting_for.join(", ")))
+            }
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let s = self.with(|s| s.clone());
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "fedwall_ready",
+            "1 once every source synced and its state is programmed.",
+            u64::from(s.ready),
+        );
+        gauge(
+            "fedwall_local_endpoints",
+            "Endpoints of this node under enforcement.",
+            s.local_endpoints as u64,
+        );
+        gauge(
+            "fedwall_endpoints",
+            "Endpoints of every cluster known to calc.",
+            s.endpoints as u64,
+        );
+        gauge("fedwall_policies", "Valid policies.", s.policies as u64);
+        gauge(
+            "fedwall_object_problems",
+            "Objects that could not be used (see the logs or fedwall eval).",
+            s.problems as u64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_remote_cluster_state Connection state per remote cluster (1 for the current state).\n\
+             # TYPE fedwall_remote_cluster_state gauge"
+        );
+        for (cluster, state) in &s.remote_states {
+            let _ = writeln!(
+                out,
+                "fedwall_remote_cluster_state{{cluster=\"{}\",state=\"{state}\"}} 1",
+                escape(cluster)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_deltas_applied_total Changes programmed into the dataplane.\n\
+             # TYPE fedwall_deltas_applied_total counter\nfedwall_deltas_applied_total {}",
+            s.deltas_applied
+        );
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_errors_total Rejected dataplane updates, by kind.\n# TYPE fedwall_errors_total counter"
+        );
+        for (kind, count) in &s.errors {
+            let _ = writeln!(out, "fedwall_errors_total{{kind=\"{kind}\"}} {count}");
+        }
+        out
+    }
+}
+
+/// A label value as the exposition format needs it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,188 @@
+//! The agent's main loop: one thread owns calc and the dataplane; datastore sources and
+//! the debug API send it [`Event`]s over one channel. Updates are applied in batches (all
+//! that arrived while the last batch was programmed), then calc's deltas go to the
+//! dataplane one by one: a rejected delta is logged and counted, and the rest still apply.
+//! Once every source has synced and its state is programmed, the dataplane prunes what it
+//! adopted but nobody asked for, and the agent is ready.
+
+pub mod debug;
+pub mod http;
+pub mod metrics;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::calc::eval::{EvalReport, eval};
+use crate::calc::{Calc, CalcConfig};
+use crate::dataplane::Dataplane;
+use crate::datastore::{SinkClosed, Update, UpdateSink};
+use crate::selector::Selector;
+
+pub use metrics::Metrics;
+
+/// What the main loop is asked to do.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "updates are nearly every event; boxing them would allocate once per update"
+)]
+pub enum Event {
+    Update(Update),
+    Debug(DebugRequest, Sender<DebugResponse>),
+    /// Stop the loop; enforcement stays in place (the dataplane keeps its pins).
+    Shutdown,
+}
+
+/// A question to the running agent, over the debug socket.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DebugRequest {
+    /// `fedwall eval`: the endpoints a selector matches, in the agent's exact view.
+    Eval { selector: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DebugResponse {
+    Eval(EvalReport),
+    Error(String),
+}
+
+/// A datastore source's updates, into the main loop's channel.
+#[derive(Clone)]
+pub struct EventSink(pub Sender<Event>);
+
+impl UpdateSink for EventSink {
+    fn send(&mut self, update: Update) -> Result<(), SinkClosed> {
+        self.0.send(Event::Update(update)).map_err(|_| SinkClosed)
+    }
+}
+
+/// How many queued updates one batch takes at most before programming the dataplane, so
+/// a flood cannot delay enforcement of what already arrived without bound.
+const MAX_BATCH: usize = 10_000;
+
+pub struct Daemon<D> {
+    calc: Calc,
+    dataplane: D,
+    metrics: Arc<Metrics>,
+    pruned: bool,
+}
+
+impl<D: Dataplane> Daemon<D> {
+    pub fn new(config: CalcConfig, dataplane: D, metrics: Arc<Metrics>) -> Self {
+        Daemon {
+            calc: Calc::new(config),
+            dataplane,
+            metrics,
+            pruned: false,
+        }
+    }
+
+    /// Runs until [`Event::Shutdown`] or until every sender is gone; returns the dataplane
+    /// (still enforcing).
+    pub fn run(mut self, events: &Receiver<Event>) -> D {
+        loop {
+            // Wake up now and then even when idle, so metrics stay fresh.
+            let first = match events.recv_timeout(Duration::from_secs(5)) {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match events.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            if !self.handle(batch) {
+                break;
+            }
+        }
+        tracing::info!("main loop stopped; enforcement stays in place");
+        self.dataplane
+    }
+
+    /// Applies a batch; `false` when asked to stop.
+    fn handle(&mut self, batch: Vec<Event>) -> bool {
+        let started = Instant::now();
+        let mut updates = 0;
+        let mut debug = Vec::new();
+        let mut stop = false;
+        for event in batch {
+            match event {
+                Event::Update(update) => {
+                    self.calc.apply(&update);
+                    updates += 1;
+                }
+                Event::Debug(request, reply) => debug.push((request, reply)),
+                Event::Shutdown => stop = true,
+            }
+        }
+        if updates > 0 {
+            self.program();
+            tracing::debug!(
+                updates,
+                elapsed_us = started.elapsed().as_micros(),
+                "batch programmed"
+            );
+        }
+        // Debug questions see the state after this batch.
+        for (request, reply) in debug {
+            let _ = reply.send(self.answer(&request));
+        }
+        !stop
+    }
+
+    fn program(&mut self) {
+        let deltas = self.calc.flush();
+        let mut applied = 0;
+        for delta in &deltas {
+            match self.dataplane.apply(delta) {
+                Ok(()) => applied += 1,
+                Err(error) => {
+                    tracing::error!(error = %error, "{}", crate::error_chain(&error));
+                    self.metrics.count_error(error_kind(&error));
+                }
+            }
+        }
+        self.metrics.deltas_applied(applied);
+        if !self.pruned && self.calc.in_sync() {
+            match self.dataplane.sync_complete() {
+                Ok(()) => {
+                    self.pruned = true;
+                    tracing::info!("every source in sync and programmed: ready");
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot prune stale dataplane state");
+                    self.metrics.count_error(error_kind(&error));
+                }
+            }
+        }
+        self.metrics.observe(&self.calc, self.pruned);
+    }
+
+    fn answer(&self, request: &DebugRequest) -> DebugResponse {
+        match request {
+            DebugRequest::Eval { selector } => match Selector::parse(selector) {
+                Ok(selector) => DebugResponse::Eval(eval(&self.calc, &selector)),
+                Err(e) => DebugResponse::Error(format!("selector {selector:?}: {e}")),
+            },
+        }
+    }
+}
+
+/// A short, stable name for an error's kind, as the `kind` label of the errors metric.
+fn error_kind(error: &crate::dataplane::DataplaneError) -> &'static str {
+    use crate::dataplane::DataplaneError as E;
+    match error {
+        E::TableTooLarge { .. } => "table_too_large",
+        E::MapFull { .. } => "map_full",
+        E::UnknownIpSet { .. } | E::DuplicateIpSet { .. } => "inconsistent_delta",
+        _ => "dataplane",
+    }
+}
