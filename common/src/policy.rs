@@ -332,7 +332,7 @@ pub struct FlowEvent {
     /// 16 bytes, IPv4-mapped.
     pub src: [u8; 16],
     pub dst: [u8; 16],
-    /// Host byte order; 0 for protocols without ports.
+    /// Host byte order; for ICMP the type and the code; 0 for other protocols.
     pub src_port: u16,
     pub dst_port: u16,
     pub protocol: u8,
