@@ -117,6 +117,18 @@ impl KernelPrograms {
         classifier(&mut self.ebpf, program)
     }
 
+    pub fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap { map: name })
+    }
+
+    pub fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap { map: name })
+    }
+
     /// The per-CPU protocol counters of these programs.
     pub fn proto_stats(&self) -> Result<ProtoStats, DataplaneError> {
         let map = self
