@@ -3,5 +3,7 @@
 //! keeps the kernel and userspace views of a map identical.
 #![no_std]
 
+pub mod conntrack;
 pub mod net;
+pub mod policy;
 pub mod stats;

@@ -1,6 +1,6 @@
-//! fedwall's kernel programs. One TC classifier per direction; today they classify each
-//! packet by protocol and count it per CPU (the policy and NAT programs build on the same
-//! parser and maps).
+//! fedwall's kernel programs: the policy programs of pod interfaces ([`policy`], where the
+//! enforcement semantics are documented) and per-protocol counting programs, all built on
+//! one header parser ([`parse`]).
 #![no_std]
 #![no_main]
 #![expect(
@@ -9,6 +9,7 @@
 )]
 
 mod parse;
+mod policy;
 
 use aya_ebpf::{
     bindings::TC_ACT_OK,
@@ -56,11 +57,12 @@ fn count(ctx: &TcContext, direction: Direction) {
 
 #[inline(always)]
 fn classify(ctx: &TcContext) -> ProtoClass {
-    let headers = match parse::parse(ctx) {
+    let mut headers = parse::IpHeaders::EMPTY;
+    match parse::parse(ctx, &mut headers) {
         Ok(Parsed::NonIp) => return ProtoClass::NonIp,
-        Ok(Parsed::Ip(headers)) => headers,
+        Ok(Parsed::Ip) => {}
         Err(_) => return ProtoClass::Malformed,
-    };
+    }
     if parse::l4_header_present(ctx, &headers).is_err() {
         return ProtoClass::Malformed;
     }

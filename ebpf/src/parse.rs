@@ -5,7 +5,7 @@
 //! every read; work is bounded by `MAX_IPV6_EXT_HEADERS`.
 
 use aya_ebpf::programs::TcContext;
-use fedwall_common::net::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ip_proto};
+use fedwall_common::net::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ip_proto, v4_mapped};
 
 pub const ETH_HLEN: usize = 14;
 const IPV4_MIN_HLEN: usize = 20;
@@ -18,13 +18,15 @@ const MAX_IPV6_EXT_HEADERS: usize = 8;
 /// Bytes of headers the parser may read; pulled into the linear area when they are not.
 pub const MAX_PARSED_HEADERS: u32 = 256;
 
+#[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     V4,
     V6,
 }
 
-/// Where the L3 and L4 headers of an IP packet are.
+/// Where the L3 and L4 headers of an IP packet are, and the L3 facts.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct IpHeaders {
     pub family: Family,
@@ -33,14 +35,35 @@ pub struct IpHeaders {
     /// Offset of the L4 header from the start of the packet; `None` for a fragment other
     /// than the first, which carries no L4 header.
     pub l4_offset: Option<usize>,
+    /// Source and destination, 16 bytes (IPv4-mapped for IPv4).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IPv4 TTL or IPv6 hop limit.
+    pub hop_limit: u8,
+    /// The datagram's identification when this packet is a fragment (first or later);
+    /// `None` for a whole datagram.
+    pub fragment_id: Option<u32>,
+}
+
+impl IpHeaders {
+    pub const EMPTY: IpHeaders = IpHeaders {
+        family: Family::V4,
+        protocol: 0,
+        l4_offset: None,
+        src: [0; 16],
+        dst: [0; 16],
+        hop_limit: 0,
+        fragment_id: None,
+    };
 }
 
 /// The outcome of parsing a frame.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Parsed {
     /// Not an IP packet (ARP and friends).
     NonIp,
-    Ip(IpHeaders),
+    /// An IP packet; its headers were written to the caller's [`IpHeaders`].
+    Ip,
 }
 
 /// Why a frame that claims to be IP could not be parsed.
@@ -70,7 +93,8 @@ pub fn ensure_linear_headers(ctx: &TcContext) {
 fn bytes_at<const N: usize>(ctx: &TcContext, offset: usize) -> Result<*const [u8; N], ParseError> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + N > end {
+    // Offsets may come back from a map (unknown to the verifier): bound them first.
+    if offset > MAX_PARSED_HEADERS as usize || start + offset + N > end {
         return Err(ParseError::Truncated);
     }
     Ok((start + offset) as *const [u8; N])
@@ -85,36 +109,63 @@ pub fn read<const N: usize>(ctx: &TcContext, offset: usize) -> Result<[u8; N], P
     Ok(unsafe { *ptr })
 }
 
+/// Parses the frame's headers into `headers` (written in place: the caller may keep it
+/// outside the small BPF stack). `headers` is only meaningful when the result is `Ip`.
 #[inline(always)]
-pub fn parse(ctx: &TcContext) -> Result<Parsed, ParseError> {
-    let eth = read::<ETH_HLEN>(ctx, 0)?;
-    match u16::from_be_bytes([eth[12], eth[13]]) {
-        ETHERTYPE_IPV4 => parse_ipv4(ctx, ETH_HLEN).map(Parsed::Ip),
-        ETHERTYPE_IPV6 => parse_ipv6(ctx, ETH_HLEN).map(Parsed::Ip),
-        _ => Ok(Parsed::NonIp),
+pub fn parse(ctx: &TcContext, headers: &mut IpHeaders) -> Result<Parsed, ParseError> {
+    let eth = bytes_at::<ETH_HLEN>(ctx, 0)?;
+    // SAFETY (every deref below): bytes_at checked that the bytes lie inside the packet.
+    let ethertype = unsafe { u16::from_be_bytes([(*eth)[12], (*eth)[13]]) };
+    match ethertype {
+        ETHERTYPE_IPV4 => parse_ipv4(ctx, ETH_HLEN, headers)?,
+        ETHERTYPE_IPV6 => parse_ipv6(ctx, ETH_HLEN, headers)?,
+        _ => return Ok(Parsed::NonIp),
     }
+    Ok(Parsed::Ip)
 }
 
 #[inline(always)]
-fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
-    let ip = read::<IPV4_MIN_HLEN>(ctx, offset)?;
+fn parse_ipv4(ctx: &TcContext, offset: usize, headers: &mut IpHeaders) -> Result<(), ParseError> {
+    let ip = bytes_at::<IPV4_MIN_HLEN>(ctx, offset)?;
+    // SAFETY: as in `parse`.
+    let ip = unsafe { &*ip };
     let header_len = ((ip[0] & 0x0f) as usize) * 4;
     if ip[0] >> 4 != 4 || header_len < IPV4_MIN_HLEN {
         return Err(ParseError::Invalid);
     }
-    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-    Ok(IpHeaders {
-        family: Family::V4,
-        protocol: ip[9],
-        l4_offset: (fragment_offset == 0).then_some(offset + header_len),
-    })
+    let flags_and_offset = u16::from_be_bytes([ip[6], ip[7]]);
+    let fragment_offset = flags_and_offset & 0x1fff;
+    let more_fragments = flags_and_offset & 0x2000 != 0;
+    headers.family = Family::V4;
+    headers.protocol = ip[9];
+    headers.l4_offset = (fragment_offset == 0).then_some(offset + header_len);
+    headers.src = v4_mapped([ip[12], ip[13], ip[14], ip[15]]);
+    headers.dst = v4_mapped([ip[16], ip[17], ip[18], ip[19]]);
+    headers.hop_limit = ip[8];
+    headers.fragment_id = (fragment_offset != 0 || more_fragments)
+        .then_some(u32::from(u16::from_be_bytes([ip[4], ip[5]])));
+    Ok(())
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
-    let ip = read::<IPV6_HLEN>(ctx, offset)?;
+#[expect(
+    clippy::manual_memcpy,
+    reason = "a slice copy becomes a memcpy call, which the verifier walks byte by byte"
+)]
+fn parse_ipv6(ctx: &TcContext, offset: usize, headers: &mut IpHeaders) -> Result<(), ParseError> {
+    let ip = bytes_at::<IPV6_HLEN>(ctx, offset)?;
+    // SAFETY: as in `parse`.
+    let ip = unsafe { &*ip };
     if ip[0] >> 4 != 6 {
         return Err(ParseError::Invalid);
+    }
+    headers.family = Family::V6;
+    headers.l4_offset = None;
+    headers.hop_limit = ip[7];
+    headers.fragment_id = None;
+    for i in 0..16 {
+        headers.src[i] = ip[8 + i];
+        headers.dst[i] = ip[24 + i];
     }
     let mut next_header = ip[6];
     let mut cursor = offset + IPV6_HLEN;
@@ -124,24 +175,27 @@ fn parse_ipv6(ctx: &TcContext, offset: usize) -> Result<IpHeaders, ParseError> {
             | ip_proto::ROUTING
             | ip_proto::DEST_OPTS
             | ip_proto::FRAGMENT
-            | ip_proto::AUTH => read::<8>(ctx, cursor)?,
+            | ip_proto::AUTH => bytes_at::<8>(ctx, cursor)?,
             _ => {
-                return Ok(IpHeaders {
-                    family: Family::V6,
-                    protocol: next_header,
-                    l4_offset: Some(cursor),
-                });
+                headers.protocol = next_header;
+                headers.l4_offset = Some(cursor);
+                return Ok(());
             }
         };
+        // SAFETY: as in `parse`.
+        let ext = unsafe { &*ext };
         let ext_len = match next_header {
             ip_proto::FRAGMENT => {
-                let fragment_offset = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
+                let offset_and_flags = u16::from_be_bytes([ext[2], ext[3]]);
+                let fragment_offset = offset_and_flags >> 3;
+                let more_fragments = offset_and_flags & 1 != 0;
+                if fragment_offset != 0 || more_fragments {
+                    headers.fragment_id =
+                        Some(u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]));
+                }
                 if fragment_offset != 0 {
-                    return Ok(IpHeaders {
-                        family: Family::V6,
-                        protocol: ext[0],
-                        l4_offset: None,
-                    });
+                    headers.protocol = ext[0];
+                    return Ok(());
                 }
                 8
             }
@@ -160,6 +214,8 @@ pub const fn l4_min_len(protocol: u8) -> usize {
     match protocol {
         ip_proto::TCP => 20,
         ip_proto::UDP | ip_proto::ICMP | ip_proto::ICMPV6 => 8,
+        // Source and destination port, then the verification tag.
+        ip_proto::SCTP => 8,
         _ => 0,
     }
 }
@@ -169,7 +225,7 @@ pub const fn l4_min_len(protocol: u8) -> usize {
 pub fn l4_header_present(ctx: &TcContext, headers: &IpHeaders) -> Result<(), ParseError> {
     if let Some(l4) = headers.l4_offset {
         let needed = l4_min_len(headers.protocol);
-        if ctx.data() + l4 + needed > ctx.data_end() {
+        if l4 > MAX_PARSED_HEADERS as usize || ctx.data() + l4 + needed > ctx.data_end() {
             return Err(ParseError::Truncated);
         }
     }

@@ -39,23 +39,8 @@ pub mod ip_proto {
     pub const EXPERIMENTAL: u8 = 253;
 }
 
-/// ICMPv4 (RFC 792) and ICMPv6 (RFC 4443) type numbers.
-pub mod icmp_type {
-    pub const V4_ECHO_REPLY: u8 = 0;
-    pub const V4_DEST_UNREACHABLE: u8 = 3;
-    pub const V4_SOURCE_QUENCH: u8 = 4;
-    pub const V4_REDIRECT: u8 = 5;
-    pub const V4_ECHO_REQUEST: u8 = 8;
-    pub const V4_TIME_EXCEEDED: u8 = 11;
-    pub const V4_PARAMETER_PROBLEM: u8 = 12;
-
-    pub const V6_DEST_UNREACHABLE: u8 = 1;
-    pub const V6_PACKET_TOO_BIG: u8 = 2;
-    pub const V6_TIME_EXCEEDED: u8 = 3;
-    pub const V6_PARAMETER_PROBLEM: u8 = 4;
-    pub const V6_ECHO_REQUEST: u8 = 128;
-    pub const V6_ECHO_REPLY: u8 = 129;
-}
+/// ICMPv4 and ICMPv6 type numbers.
+pub use fedwall_common::net::icmp_type;
 
 /// An IP family, so one test body can run for both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -51,7 +51,7 @@ fn pings_move_counters(policy: AttachPolicy) {
     let mut programs = KernelPrograms::load(&bpffs.pin_root()).expect("load the kernel programs");
     let ifindex = node.ifindex("veth-pod");
     let attachments = node.enter(|| {
-        TcProgram::ALL.map(|program| {
+        TcProgram::COUNTERS.map(|program| {
             programs
                 .attach(program, ifindex, policy)
                 .unwrap_or_else(|e| panic!("attach {program:?} with {policy:?}: {e:?}"))

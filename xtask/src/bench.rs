@@ -13,6 +13,9 @@ use crate::{cargo, step};
 pub enum Bench {
     /// Calc at 100,000 remote endpoints × 1,000 selectors: initial match, relabel p99, RSS.
     Calc,
+    /// The policy datapath through BPF_PROG_TEST_RUN (needs root): per-packet cost by rule
+    /// count and set size, and applying set members from userspace.
+    Datapath,
 }
 
 pub fn run(root: &Path, bench: Bench) -> anyhow::Result<ExitCode> {

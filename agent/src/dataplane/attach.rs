@@ -62,7 +62,7 @@ fn tcx_unsupported(error: &ProgramError) -> bool {
     }
 }
 
-fn attach_type(direction: Direction) -> TcAttachType {
+pub(super) fn attach_type(direction: Direction) -> TcAttachType {
     match direction {
         Direction::Ingress => TcAttachType::Ingress,
         Direction::Egress => TcAttachType::Egress,

@@ -92,4 +92,38 @@ pub enum DataplaneError {
         object: String,
         limit: usize,
     },
+    #[error(
+        "endpoint {endpoint}: rule {rule} of its {direction} table has {count} {what}, over \
+         the kernel's limit of {limit} in map {map}; the endpoint keeps its previous table"
+    )]
+    RuleTooComplex {
+        endpoint: crate::dataplane::EndpointName,
+        direction: &'static str,
+        rule: String,
+        what: &'static str,
+        count: usize,
+        limit: usize,
+        map: &'static str,
+    },
+    #[error(
+        "endpoint {endpoint}: cannot find its host-side interface ({reason}); the endpoint is \
+         not enforced until its route exists (or it is given an interface explicitly)"
+    )]
+    NoInterface {
+        endpoint: crate::dataplane::EndpointName,
+        reason: String,
+    },
+    #[error("cannot pin or open the link {path} of endpoint {endpoint}")]
+    Link {
+        endpoint: crate::dataplane::EndpointName,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot remove the stale pin {path} (left by an older fedwall)")]
+    StalePin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }

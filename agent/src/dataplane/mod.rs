@@ -9,6 +9,7 @@
 mod attach;
 pub mod desired;
 mod error;
+pub mod kernel;
 mod memory;
 mod programs;
 mod stats;
@@ -19,6 +20,9 @@ pub use desired::{
     Rule, RuleAction, RuleTable, SetMatch, SideMatch, Verdict,
 };
 pub use error::DataplaneError;
+pub use kernel::{
+    InterfaceResolver, KernelDataplane, RouteLookup, StaticInterfaces, VerdictCounts,
+};
 pub use memory::{Decision, Flow, MemoryDataplane};
 pub use programs::{KernelPrograms, TcProgram};
 pub use stats::ProtoStats;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
+use fedwall_common::policy::PolicyDir;
 use fedwall_common::stats::{Direction, PROTO_STATS_MAP};
 
 use super::{DataplaneError, ProtoStats};
@@ -19,23 +20,46 @@ pub enum TcProgram {
     CountIngress,
     /// Counts packets by protocol, on the egress hook.
     CountEgress,
+    /// Enforces a pod's ingress policy: on the egress hook of the pod's host-side veth,
+    /// where traffic to the pod leaves the host.
+    PolicyToPod,
+    /// Enforces a pod's egress policy: on the ingress hook of the pod's host-side veth,
+    /// where traffic from the pod enters the host.
+    PolicyFromPod,
 }
 
 impl TcProgram {
-    pub const ALL: [TcProgram; 2] = [TcProgram::CountIngress, TcProgram::CountEgress];
+    pub const ALL: [TcProgram; 4] = [
+        TcProgram::CountIngress,
+        TcProgram::CountEgress,
+        TcProgram::PolicyToPod,
+        TcProgram::PolicyFromPod,
+    ];
+    pub const COUNTERS: [TcProgram; 2] = [TcProgram::CountIngress, TcProgram::CountEgress];
 
     /// The program's name in the object (and in `bpftool prog`).
     pub const fn name(self) -> &'static str {
         match self {
             TcProgram::CountIngress => "fw_cnt_ingress",
             TcProgram::CountEgress => "fw_cnt_egress",
+            TcProgram::PolicyToPod => "fw_pol_to_pod",
+            TcProgram::PolicyFromPod => "fw_pol_from_pod",
         }
     }
 
+    /// The TC hook the program runs on.
     pub const fn direction(self) -> Direction {
         match self {
-            TcProgram::CountIngress => Direction::Ingress,
-            TcProgram::CountEgress => Direction::Egress,
+            TcProgram::CountIngress | TcProgram::PolicyFromPod => Direction::Ingress,
+            TcProgram::CountEgress | TcProgram::PolicyToPod => Direction::Egress,
+        }
+    }
+
+    /// The policy program enforcing an endpoint's policy of `direction`.
+    pub const fn policy(direction: PolicyDir) -> TcProgram {
+        match direction {
+            PolicyDir::Ingress => TcProgram::PolicyToPod,
+            PolicyDir::Egress => TcProgram::PolicyFromPod,
         }
     }
 
@@ -91,6 +115,18 @@ impl KernelPrograms {
         program: TcProgram,
     ) -> Result<&mut SchedClassifier, DataplaneError> {
         classifier(&mut self.ebpf, program)
+    }
+
+    pub fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap { map: name })
+    }
+
+    pub fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap { map: name })
     }
 
     /// The per-CPU protocol counters of these programs.

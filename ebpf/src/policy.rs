@@ -1,0 +1,723 @@
+//! The policy programs: attached to the host-side end of each pod's veth, they admit or
+//! drop every packet to the pod (`fw_pol_to_pod`, on TC egress: the pod's ingress policy)
+//! and from it (`fw_pol_from_pod`, on TC ingress: the pod's egress policy).
+//!
+//! Per packet, in order:
+//! 1. The interface's [`EndpointEntry`] (one hash lookup by ifindex). An interface that is
+//!    not an endpoint passes: it is not ours to judge.
+//! 2. Non-IP frames (ARP) pass. IPv6 neighbour discovery (ICMPv6 133-137 with hop limit
+//!    255, as RFC 4861 requires) passes: it is IPv6's ARP.
+//! 3. An IP packet whose headers cannot be parsed gets [`CANNOT_PARSE_ACTION`] (drop), in
+//!    both directions and whether or not a policy applies: we cannot tell what it is, and
+//!    the stack would drop it anyway. That covers truncated headers, IPv4 IHL < 5, a wrong
+//!    version, more than 8 IPv6 extension headers, and an L4 header cut short — including
+//!    a first fragment that does not hold the whole L4 header (RFC 7112), so ports can
+//!    never be hidden in a later fragment.
+//! 4. Fragments: a first fragment is judged like a whole datagram, by its ports. A later
+//!    fragment has no ports: it passes only if the first fragment of the same datagram
+//!    (addresses, protocol, identification, interface) passed within the last 30 s
+//!    ([`FRAGMENTS_MAP`]); otherwise it is dropped as an orphan. A datagram whose first
+//!    fragment was denied therefore loses every fragment, and one sent out of order loses
+//!    its early later-fragments (the sender retransmits). Overlapping fragments that
+//!    would rewrite the L4 header are discarded by Linux's reassembly (RFC 5722 and its
+//!    IPv4 counterpart), so a passed fragment cannot change the ports that were judged.
+//! 5. IPv6 extension headers (hop-by-hop, routing, destination options, fragment, AH) are
+//!    walked to the real L4 protocol, at most 8 of them. Any other next-header value is
+//!    the packet's protocol, as Linux would deliver it: a rule must allow that protocol.
+//! 6. Conntrack ([`CONNTRACK_MAP`], one lookup): a live entry of an admitted flow passes
+//!    the packet without walking the rules, in both directions. Tracked: TCP, UDP, SCTP
+//!    (by ports), ICMP/ICMPv6 echo (by identifier), other protocols (by addresses). Other
+//!    ICMP messages (errors, timestamps) are not tracked: each is judged by the rules.
+//! 7. A new flow: no policy in this direction → allowed; otherwise the endpoint's table is
+//!    walked in order (bounded by [`MAX_RULES_PER_TABLE`]), first Allow or Deny wins, Log
+//!    rules emit an event and the walk goes on, and the table's default decides the rest.
+//!    Allowed flows get a conntrack entry (also when no policy applied, so that replies
+//!    pass a policy of the other direction); denied ones a flow event.
+//!
+//! Each address costs one hash lookup (host members) and, on a miss, one longest-prefix
+//! lookup (network members), then one array lookup for its set bitmap; a rule's set
+//! conditions are bit tests. Work per packet does not depend on set sizes or on how many
+//! endpoints exist, and grows with the rules walked only for a flow's first packet.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{__sk_buff, BPF_F_NO_PREALLOC, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_loop},
+    macros::{classifier, map},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::TcContext,
+};
+use fedwall_common::{
+    conntrack::{
+        CONNTRACK_ENTRIES, CT_NO_RULE, CT_OPENED_BY_HI, ConntrackKey, ConntrackValue,
+        TCP_ESTABLISHED, TCP_FIN_HI, TCP_FIN_LO, TCP_RST, TCP_SYN_SEEN, timeout_ns,
+    },
+    net::{icmp_type, ip_proto},
+    policy::{
+        ACTION_ALLOW, ACTION_DENY, ACTION_LOG, EVENT_DENY, EVENT_LOG, EVENT_NO_RULE, EndpointEntry,
+        FLOW_EVENTS_BYTES, FRAGMENT_TIMEOUT_NS, FlowEvent, FragmentKey, FragmentValue,
+        MAX_ENDPOINTS, MAX_FRAGMENTED_DATAGRAMS, MAX_PORT_RANGES_PER_SIDE, MAX_RULES,
+        MAX_RULES_PER_TABLE, MAX_SET_CLASSES, MAX_SET_HOSTS, MAX_SET_MATCHES_PER_SIDE,
+        MAX_SET_NETS, PacketCounter, PolicyDir, PortRangeEntry, RULE_ICMP_CODE, RULE_ICMP_TYPE,
+        RULE_NOT_ICMP_CODE, RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleEntry,
+        SET_MEMBER, SET_NOT_MEMBER, SetBitmap, SideConditions, VERDICT_ENTRIES, VerdictReason,
+        verdict_index,
+    },
+};
+
+#[cfg(doc)]
+use fedwall_common::{conntrack::CONNTRACK_MAP, policy::FRAGMENTS_MAP};
+
+use crate::parse::{self, Family, IpHeaders, Parsed};
+
+#[map(name = "fw_endpoints_v1")]
+static ENDPOINTS: HashMap<u32, EndpointEntry> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[map(name = "fw_ipset_hosts_v1")]
+static IPSET_HOSTS: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_SET_HOSTS, BPF_F_NO_PREALLOC);
+#[map(name = "fw_ipset_nets_v1")]
+static IPSET_NETS: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_SET_NETS, 0);
+#[map(name = "fw_ipset_classes_v1")]
+static IPSET_CLASSES: Array<SetBitmap> = Array::pinned(MAX_SET_CLASSES, 0);
+#[map(name = "fw_rules_v1")]
+static RULES: Array<RuleEntry> = Array::pinned(MAX_RULES, 0);
+#[map(name = "fw_rule_counters_v1")]
+static RULE_COUNTERS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(MAX_RULES, 0);
+#[map(name = "fw_verdicts_v1")]
+static VERDICTS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(VERDICT_ENTRIES, 0);
+#[map(name = "fw_flow_events_v1")]
+static FLOW_EVENTS: RingBuf = RingBuf::pinned(FLOW_EVENTS_BYTES, 0);
+#[map(name = "fw_conntrack_v1")]
+static CONNTRACK: LruHashMap<ConntrackKey, ConntrackValue> =
+    LruHashMap::pinned(CONNTRACK_ENTRIES, 0);
+#[map(name = "fw_fragments_v1")]
+static FRAGMENTS: LruHashMap<FragmentKey, FragmentValue> =
+    LruHashMap::pinned(MAX_FRAGMENTED_DATAGRAMS, 0);
+
+#[map(name = "fw_scratch_v1")]
+static SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// What an IP packet whose headers cannot be parsed gets: dropped (see the module doc).
+pub const CANNOT_PARSE_ACTION: i32 = TC_ACT_SHOT;
+
+/// A conntrack entry's timestamp is rewritten at most this often, so the established path
+/// does not dirty the entry's cache line on every packet.
+const CT_REFRESH_NS: u64 = 1_000_000_000;
+
+const TCP_FLAG_FIN: u8 = 0x01;
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_RST: u8 = 0x04;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+#[classifier]
+pub fn fw_pol_to_pod(ctx: TcContext) -> i32 {
+    enforce(&ctx, PolicyDir::Ingress)
+}
+
+#[classifier]
+pub fn fw_pol_from_pod(ctx: TcContext) -> i32 {
+    enforce(&ctx, PolicyDir::Egress)
+}
+
+/// The facts about an IP packet that policy and conntrack look at.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// The L3 facts, written by the parser.
+    headers: IpHeaders,
+    /// TCP, UDP or SCTP with its header present.
+    has_ports: bool,
+    src_port: u16,
+    dst_port: u16,
+    /// ICMP in IPv4 or ICMPv6 in IPv6, with its header present.
+    is_icmp: bool,
+    icmp_type: u8,
+    icmp_code: u8,
+    /// ICMP echo request or reply: its identifier.
+    echo_id: Option<u16>,
+    tcp_flags: u8,
+    fragment: Fragment,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    Whole,
+    First(u32),
+    Later(u32),
+}
+
+/// The outcome of reading a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    NonIp,
+    Ip,
+    CannotParse,
+}
+
+/// Who a flow event is about, besides the packet.
+struct EventMeta {
+    endpoint_id: u32,
+    ifindex: u32,
+    rule_index: u32,
+    reason: VerdictReason,
+    dir: u8,
+    kind: u8,
+}
+
+#[inline(always)]
+fn enforce(ctx: &TcContext, dir: PolicyDir) -> i32 {
+    // SAFETY: a TC program's context is the kernel's __sk_buff.
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    // SAFETY: the value is copied out at once; userspace replaces entries, never edits them.
+    let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
+        return finish(ctx, dir, VerdictReason::AllowUnknownInterface);
+    };
+    parse::ensure_linear_headers(ctx);
+    // The packet's facts live in a per-CPU scratch slot rather than on the stack: the
+    // stack is small, and values read back from a map are the same for every parse path,
+    // which keeps the verifier's path count down.
+    let Some(packet) = SCRATCH.get_ptr_mut(0) else {
+        count_verdict(ctx, dir, VerdictReason::DenyCannotParse);
+        return CANNOT_PARSE_ACTION;
+    };
+    // SAFETY: a per-CPU slot is only used by the CPU running this program, for this run.
+    let packet = unsafe { &mut *packet };
+    match read_packet(ctx, packet) {
+        Read::NonIp => return finish(ctx, dir, VerdictReason::AllowNonIp),
+        Read::CannotParse => {
+            count_verdict(ctx, dir, VerdictReason::DenyCannotParse);
+            return CANNOT_PARSE_ACTION;
+        }
+        Read::Ip => {}
+    }
+    if is_neighbor_discovery(packet) {
+        return finish(ctx, dir, VerdictReason::AllowNeighborDiscovery);
+    }
+    let policed = endpoint.flags & dir.policy_flag() != 0;
+    if let Fragment::Later(id) = packet.fragment {
+        let reason = if !policed {
+            VerdictReason::AllowNoPolicy
+        } else if first_fragment_passed(packet, id, ifindex) {
+            VerdictReason::AllowFragment
+        } else {
+            VerdictReason::DenyOrphanFragment
+        };
+        return decided(ctx, dir, packet, &endpoint, ifindex, reason, EVENT_NO_RULE);
+    }
+    let now = coarse_ns();
+    if established(packet, ifindex, now) {
+        remember_first_fragment(packet, ifindex, now);
+        return finish(ctx, dir, VerdictReason::AllowEstablished);
+    }
+    let (reason, rule_index, rule_slot) = if policed {
+        walk_table(packet, &endpoint, dir, ifindex)
+    } else {
+        (VerdictReason::AllowNoPolicy, EVENT_NO_RULE, CT_NO_RULE)
+    };
+    if !reason.is_drop() {
+        track(packet, ifindex, now, rule_slot);
+        remember_first_fragment(packet, ifindex, now);
+    }
+    decided(ctx, dir, packet, &endpoint, ifindex, reason, rule_index)
+}
+
+/// Counts the verdict, emits a deny event when it is a drop, and returns the TC action.
+#[inline(always)]
+fn decided(
+    ctx: &TcContext,
+    dir: PolicyDir,
+    packet: &Packet,
+    endpoint: &EndpointEntry,
+    ifindex: u32,
+    reason: VerdictReason,
+    rule_index: u32,
+) -> i32 {
+    if reason.is_drop() {
+        let meta = EventMeta {
+            endpoint_id: endpoint.endpoint_id,
+            ifindex,
+            rule_index,
+            reason,
+            dir: dir as u8,
+            kind: EVENT_DENY,
+        };
+        emit_event(packet, &meta);
+    }
+    finish(ctx, dir, reason)
+}
+
+#[inline(always)]
+fn finish(ctx: &TcContext, dir: PolicyDir, reason: VerdictReason) -> i32 {
+    count_verdict(ctx, dir, reason);
+    if reason.is_drop() {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_OK
+    }
+}
+
+#[inline(always)]
+fn count_verdict(ctx: &TcContext, dir: PolicyDir, reason: VerdictReason) {
+    add_to(&VERDICTS, verdict_index(dir, reason), ctx.len());
+}
+
+#[inline(always)]
+fn add_to(map: &PerCpuArray<PacketCounter>, index: u32, bytes: u32) {
+    if let Some(counter) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot is only written by the CPU that owns it.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += u64::from(bytes);
+        }
+    }
+}
+
+#[inline(always)]
+fn coarse_ns() -> u64 {
+    // SAFETY: no preconditions; TC programs may call it.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Fills `packet` from the frame's headers.
+#[inline(always)]
+fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
+    match parse::parse(ctx, &mut packet.headers) {
+        Ok(Parsed::NonIp) => return Read::NonIp,
+        Ok(Parsed::Ip) => {}
+        Err(_) => return Read::CannotParse,
+    }
+    let headers = &packet.headers;
+    if parse::l4_header_present(ctx, headers).is_err() {
+        return Read::CannotParse;
+    }
+    let (family, protocol, l4_offset) = (headers.family, headers.protocol, headers.l4_offset);
+    packet.has_ports = false;
+    packet.src_port = 0;
+    packet.dst_port = 0;
+    packet.is_icmp = false;
+    packet.icmp_type = 0;
+    packet.icmp_code = 0;
+    packet.echo_id = None;
+    packet.tcp_flags = 0;
+    packet.fragment = match (packet.headers.fragment_id, l4_offset) {
+        (None, _) => Fragment::Whole,
+        (Some(id), Some(_)) => Fragment::First(id),
+        (Some(id), None) => Fragment::Later(id),
+    };
+    let Some(l4) = l4_offset else {
+        return Read::Ip;
+    };
+    let icmp_protocol = match family {
+        Family::V4 => ip_proto::ICMP,
+        Family::V6 => ip_proto::ICMPV6,
+    };
+    match protocol {
+        ip_proto::TCP | ip_proto::UDP | ip_proto::SCTP => {
+            // l4_header_present checked the first 8 (UDP, SCTP) or 20 (TCP) bytes.
+            let Ok(ports) = parse::read::<4>(ctx, l4) else {
+                return Read::CannotParse;
+            };
+            packet.has_ports = true;
+            packet.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+            packet.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+            if protocol == ip_proto::TCP {
+                let Ok(flags) = parse::read::<1>(ctx, l4 + 13) else {
+                    return Read::CannotParse;
+                };
+                packet.tcp_flags = flags[0];
+            }
+        }
+        protocol if protocol == icmp_protocol => {
+            let Ok(icmp) = parse::read::<8>(ctx, l4) else {
+                return Read::CannotParse;
+            };
+            packet.is_icmp = true;
+            packet.icmp_type = icmp[0];
+            packet.icmp_code = icmp[1];
+            let echo = match family {
+                Family::V4 => matches!(
+                    icmp[0],
+                    icmp_type::V4_ECHO_REQUEST | icmp_type::V4_ECHO_REPLY
+                ),
+                Family::V6 => matches!(
+                    icmp[0],
+                    icmp_type::V6_ECHO_REQUEST | icmp_type::V6_ECHO_REPLY
+                ),
+            };
+            if echo {
+                packet.echo_id = Some(u16::from_be_bytes([icmp[4], icmp[5]]));
+            }
+        }
+        _ => {}
+    }
+    Read::Ip
+}
+
+#[inline(always)]
+fn is_neighbor_discovery(packet: &Packet) -> bool {
+    packet.is_icmp
+        && packet.headers.protocol == ip_proto::ICMPV6
+        && (icmp_type::V6_ROUTER_SOLICITATION..=icmp_type::V6_NEIGHBOR_ADVERTISEMENT + 1)
+            .contains(&packet.icmp_type)
+        && packet.headers.hop_limit == 255
+}
+
+#[inline(always)]
+fn fragment_key(packet: &Packet, id: u32, ifindex: u32) -> FragmentKey {
+    FragmentKey {
+        src: packet.headers.src,
+        dst: packet.headers.dst,
+        id,
+        scope: ifindex,
+        protocol: packet.headers.protocol,
+        _pad: [0; 3],
+    }
+}
+
+#[inline(never)]
+fn first_fragment_passed(packet: &Packet, id: u32, ifindex: u32) -> bool {
+    let key = fragment_key(packet, id, ifindex);
+    // SAFETY: the value is copied out at once.
+    match unsafe { FRAGMENTS.get(&key) } {
+        Some(seen) => coarse_ns().saturating_sub(seen.first_seen_ns) <= FRAGMENT_TIMEOUT_NS,
+        None => false,
+    }
+}
+
+#[inline(never)]
+fn remember_first_fragment(packet: &Packet, ifindex: u32, now: u64) {
+    if let Fragment::First(id) = packet.fragment {
+        let key = fragment_key(packet, id, ifindex);
+        // A full LRU evicts the oldest datagram; nothing to handle on failure: its later
+        // fragments are then dropped as orphans, which fails closed.
+        let _ = FRAGMENTS.insert(&key, &FragmentValue { first_seen_ns: now }, 0);
+    }
+}
+
+/// The conntrack key of the packet's flow and whether the packet goes hi → lo; `None` for
+/// packets that are not tracked (ICMP other than echo).
+#[inline(always)]
+fn conntrack_key(packet: &Packet, ifindex: u32) -> Option<(ConntrackKey, bool)> {
+    let (src_port, dst_port) = if packet.has_ports {
+        (packet.src_port, packet.dst_port)
+    } else if packet.is_icmp {
+        let id = packet.echo_id?;
+        (id, id)
+    } else {
+        (0, 0)
+    };
+    Some(ConntrackKey::new(
+        &packet.headers.src,
+        src_port,
+        &packet.headers.dst,
+        dst_port,
+        packet.headers.protocol,
+        ifindex,
+    ))
+}
+
+/// Whether the packet belongs to a live admitted flow; refreshes the entry if so.
+#[inline(never)]
+fn established(packet: &Packet, ifindex: u32, now: u64) -> bool {
+    let Some((key, from_hi)) = conntrack_key(packet, ifindex) else {
+        return false;
+    };
+    let Some(entry) = CONNTRACK.get_ptr_mut(&key) else {
+        return false;
+    };
+    // SAFETY: a map value pointer stays valid for the program's run; concurrent updates of
+    // these plain fields race benignly (the worst case is a lost refresh).
+    let entry = unsafe { &mut *entry };
+    if now.saturating_sub(entry.last_seen_ns) > timeout_ns(key.protocol, entry.tcp_state) {
+        return false;
+    }
+    let mut state = entry.tcp_state;
+    if key.protocol == ip_proto::TCP {
+        let flags = packet.tcp_flags;
+        let closed = state & TCP_RST != 0 || state & (TCP_FIN_LO | TCP_FIN_HI) != 0;
+        if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN && closed {
+            // A new connection reusing the ports of a closed one: judge it afresh.
+            return false;
+        }
+        let opened_by_hi = entry.flags & CT_OPENED_BY_HI != 0;
+        if from_hi != opened_by_hi {
+            state |= TCP_ESTABLISHED;
+        }
+        if flags & TCP_FLAG_FIN != 0 {
+            state |= if from_hi { TCP_FIN_HI } else { TCP_FIN_LO };
+        }
+        if flags & TCP_FLAG_RST != 0 {
+            state |= TCP_RST;
+        }
+    }
+    if state != entry.tcp_state || now.saturating_sub(entry.last_seen_ns) >= CT_REFRESH_NS {
+        entry.tcp_state = state;
+        entry.last_seen_ns = now;
+    }
+    true
+}
+
+/// Records an admitted new flow.
+#[inline(never)]
+fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
+    let Some((key, from_hi)) = conntrack_key(packet, ifindex) else {
+        return;
+    };
+    let tcp_state = if key.protocol != ip_proto::TCP {
+        0
+    } else if packet.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
+        TCP_SYN_SEEN
+    } else {
+        // Picked up mid-stream (the flow predates the entry, or the entry expired).
+        TCP_ESTABLISHED
+    };
+    let value = ConntrackValue {
+        last_seen_ns: now,
+        nat_addr: [0; 16],
+        nat_port: 0,
+        nat_flags: 0,
+        tcp_state,
+        flags: if from_hi { CT_OPENED_BY_HI } else { 0 },
+        _pad: [0; 3],
+        rule_slot,
+        _pad2: 0,
+    };
+    // An LRU map makes room by evicting; a failure leaves the flow untracked, so its next
+    // packet is judged by the rules again: fail closed, never open.
+    let _ = CONNTRACK.insert(&key, &value, 0);
+}
+
+/// The set bitmap of `addr`, or null when it is in no set.
+#[inline(always)]
+fn set_bitmap(addr: &[u8; 16]) -> *const SetBitmap {
+    // SAFETY: the value is copied out at once.
+    let class = match unsafe { IPSET_HOSTS.get(addr) } {
+        Some(class) => *class,
+        None => match IPSET_NETS.get(&Key::new(128, *addr)) {
+            Some(class) => *class,
+            None => return core::ptr::null(),
+        },
+    };
+    IPSET_CLASSES.get_ptr(class).unwrap_or(core::ptr::null())
+}
+
+/// What the rule walk shares with its per-rule callback (on the caller's stack).
+#[repr(C)]
+struct Walk {
+    src_sets: *const SetBitmap,
+    dst_sets: *const SetBitmap,
+    packet: *const Packet,
+    endpoint_id: u32,
+    ifindex: u32,
+    dir: u32,
+    start: u32,
+    /// Out: the deciding action (0 while none), and the rule's index in the table.
+    action: u32,
+    index: u32,
+}
+
+/// Walks the endpoint's table for `dir`: (reason, rule index in the table or
+/// EVENT_NO_RULE, rule slot or CT_NO_RULE).
+#[inline(never)]
+fn walk_table(
+    packet: &Packet,
+    endpoint: &EndpointEntry,
+    dir: PolicyDir,
+    ifindex: u32,
+) -> (VerdictReason, u32, u32) {
+    let table = endpoint.tables[dir as usize];
+    if table.len > MAX_RULES_PER_TABLE || table.start.saturating_add(table.len) > MAX_RULES {
+        return (VerdictReason::DenyBadTable, EVENT_NO_RULE, CT_NO_RULE);
+    }
+    let mut walk = Walk {
+        src_sets: set_bitmap(&packet.headers.src),
+        dst_sets: set_bitmap(&packet.headers.dst),
+        packet,
+        endpoint_id: endpoint.endpoint_id,
+        ifindex,
+        dir: dir as u32,
+        start: table.start,
+        action: 0,
+        index: EVENT_NO_RULE,
+    };
+    if table.len > 0 {
+        // SAFETY: the callback is a BPF function taking (index, ctx) and `walk` outlives
+        // the call.
+        unsafe {
+            bpf_loop(
+                table.len,
+                walk_rule as *mut c_void,
+                (&mut walk as *mut Walk).cast(),
+                0,
+            );
+        }
+    }
+    match walk.action as u8 {
+        ACTION_ALLOW => (
+            VerdictReason::AllowRule,
+            walk.index,
+            table.start + walk.index,
+        ),
+        ACTION_DENY => (VerdictReason::DenyRule, walk.index, CT_NO_RULE),
+        0 if endpoint.flags & dir.default_allow_flag() != 0 => {
+            (VerdictReason::AllowDefault, EVENT_NO_RULE, CT_NO_RULE)
+        }
+        0 => (VerdictReason::DenyDefault, EVENT_NO_RULE, CT_NO_RULE),
+        _ => (VerdictReason::DenyBadTable, EVENT_NO_RULE, CT_NO_RULE),
+    }
+}
+
+/// One step of the rule walk: 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn walk_rule(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Walk` walk_table gave it.
+    let walk = unsafe { &mut *(ctx as *mut Walk) };
+    // SAFETY: as above, these point into walk_table's caller's stack frame.
+    let packet = unsafe { &*walk.packet };
+    let slot = walk.start.wrapping_add(index as u32);
+    let Some(rule) = RULES.get(slot) else {
+        walk.action = u32::MAX;
+        return 1;
+    };
+    if !rule_matches(rule, packet, walk.src_sets, walk.dst_sets) {
+        return 0;
+    }
+    add_to(&RULE_COUNTERS, slot, 0);
+    match rule.action {
+        ACTION_LOG => {
+            let meta = EventMeta {
+                endpoint_id: walk.endpoint_id,
+                ifindex: walk.ifindex,
+                rule_index: index as u32,
+                reason: VerdictReason::AllowRule,
+                dir: walk.dir as u8,
+                kind: EVENT_LOG,
+            };
+            emit_event(packet, &meta);
+            0
+        }
+        action => {
+            walk.action = u32::from(action);
+            walk.index = index as u32;
+            1
+        }
+    }
+}
+
+#[inline(always)]
+fn rule_matches(
+    rule: &RuleEntry,
+    packet: &Packet,
+    src_sets: *const SetBitmap,
+    dst_sets: *const SetBitmap,
+) -> bool {
+    let flags = rule.flags;
+    if flags & RULE_PROTOCOL != 0 && rule.protocol != packet.headers.protocol {
+        return false;
+    }
+    if flags & RULE_NOT_PROTOCOL != 0 && rule.not_protocol == packet.headers.protocol {
+        return false;
+    }
+    if flags & RULE_ICMP_TYPE != 0
+        && !(packet.is_icmp
+            && packet.icmp_type == rule.icmp_type
+            && (flags & RULE_ICMP_CODE == 0 || packet.icmp_code == rule.icmp_code))
+    {
+        return false;
+    }
+    if flags & RULE_NOT_ICMP_TYPE != 0
+        && packet.is_icmp
+        && packet.icmp_type == rule.not_icmp_type
+        && (flags & RULE_NOT_ICMP_CODE == 0 || packet.icmp_code == rule.not_icmp_code)
+    {
+        return false;
+    }
+    side_matches(&rule.source, src_sets, packet.has_ports, packet.src_port)
+        && side_matches(
+            &rule.destination,
+            dst_sets,
+            packet.has_ports,
+            packet.dst_port,
+        )
+}
+
+#[inline(always)]
+fn side_matches(side: &SideConditions, sets: *const SetBitmap, has_ports: bool, port: u16) -> bool {
+    for i in 0..MAX_SET_MATCHES_PER_SIDE {
+        if i >= side.set_count as usize {
+            break;
+        }
+        let condition = side.sets[i];
+        // SAFETY: a non-null pointer came from a lookup in the classes array.
+        let member = !sets.is_null() && unsafe { (*sets).contains(condition.slot) };
+        let holds = match condition.kind {
+            SET_MEMBER => member,
+            SET_NOT_MEMBER => !member,
+            _ => false,
+        };
+        if !holds {
+            return false;
+        }
+    }
+    if side.port_count == 0 && side.not_port_count == 0 {
+        return true;
+    }
+    // Port conditions never hold for a packet without ports.
+    if !has_ports {
+        return false;
+    }
+    if side.port_count > 0 && !in_ranges(&side.ports, side.port_count, port) {
+        return false;
+    }
+    !in_ranges(&side.not_ports, side.not_port_count, port)
+}
+
+#[inline(always)]
+fn in_ranges(ranges: &[PortRangeEntry; MAX_PORT_RANGES_PER_SIDE], count: u8, port: u16) -> bool {
+    for (i, range) in ranges.iter().enumerate() {
+        if i >= count as usize {
+            break;
+        }
+        if range.first <= port && port <= range.last {
+            return true;
+        }
+    }
+    false
+}
+
+/// Sends a flow event to userspace, written in place in the ring buffer.
+#[inline(never)]
+fn emit_event(packet: &Packet, meta: &EventMeta) {
+    let Some(mut entry) = FLOW_EVENTS.reserve::<FlowEvent>(0) else {
+        // A full ring buffer loses the event, never the verdict.
+        return;
+    };
+    let (src_port, dst_port) = if packet.has_ports {
+        (packet.src_port, packet.dst_port)
+    } else if packet.is_icmp {
+        (u16::from(packet.icmp_type), u16::from(packet.icmp_code))
+    } else {
+        (0, 0)
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at a reserved, writable FlowEvent; every field is written
+    // before the entry is submitted.
+    unsafe {
+        (*event).src = packet.headers.src;
+        (*event).dst = packet.headers.dst;
+        (*event).src_port = src_port;
+        (*event).dst_port = dst_port;
+        (*event).protocol = packet.headers.protocol;
+        (*event).direction = meta.dir;
+        (*event).kind = meta.kind;
+        (*event)._pad = 0;
+        (*event).endpoint_id = meta.endpoint_id;
+        (*event).ifindex = meta.ifindex;
+        (*event).rule_index = meta.rule_index;
+        (*event).reason = meta.reason as u32;
+        (*event).timestamp_ns = coarse_ns();
+    }
+    entry.submit(0);
+}
