@@ -25,7 +25,6 @@ pub mod ip_proto {
     pub const FRAGMENT: u8 = 44;
     pub const AUTH: u8 = 51;
     pub const ICMPV6: u8 = 58;
-    pub const SCTP: u8 = 132;
     pub const NO_NEXT_HEADER: u8 = 59;
     pub const DEST_OPTS: u8 = 60;
     pub const SCTP: u8 = 132;

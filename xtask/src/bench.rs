@@ -27,6 +27,24 @@ pub fn run(root: &Path, bench: Bench) -> anyhow::Result<ExitCode> {
                 &["bench", "--quiet", "-p", "fedwall", "--bench", "calc"],
             ),
         ),
+        // Release build: applying set members is userspace work worth measuring optimised.
+        Bench::Datapath => step(
+            "bench datapath (release build)",
+            cargo(
+                root,
+                &[
+                    "run",
+                    "--release",
+                    "-q",
+                    "-p",
+                    "fedwall-tests",
+                    "--bin",
+                    "fedwall-bench",
+                    "--",
+                    "datapath",
+                ],
+            ),
+        ),
     };
     Ok(if ok {
         ExitCode::SUCCESS
