@@ -190,9 +190,15 @@ mod tests {
         };
         assert!(translates(Some(NAT_POOL), None), "nat pool to the internet");
         assert!(!translates(Some(NAT_POOL), Some(NAT_POOL)), "to a pool");
-        assert!(!translates(Some(NAT_POOL), Some(disabled)), "to a remote cluster");
+        assert!(
+            !translates(Some(NAT_POOL), Some(disabled)),
+            "to a remote cluster"
+        );
         assert!(!translates(Some(NAT_POOL), Some(node)), "to the node");
-        assert!(!translates(Some(plain_pool), None), "pool without natOutgoing");
+        assert!(
+            !translates(Some(plain_pool), None),
+            "pool without natOutgoing"
+        );
         assert!(!translates(None, None), "the node's own traffic");
     }
 }
@@ -233,7 +239,9 @@ mod checksum_tests {
 
     #[test]
     fn incremental_update_matches_a_full_recomputation() {
-        let mut data = [0x45u8, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 0x40, 6, 0, 0, 10, 1, 2, 3];
+        let mut data = [
+            0x45u8, 0, 0, 60, 0x1c, 0x46, 0x40, 0, 0x40, 6, 0, 0, 10, 1, 2, 3,
+        ];
         let before = checksum(&data);
         let old: [u8; 4] = [10, 1, 2, 3];
         let new: [u8; 4] = [192, 0, 2, 200];

@@ -200,14 +200,10 @@ fn read_flow(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
         protocol if protocol == icmp_protocol => {
             let icmp = parse::read::<8>(ctx, l4).ok()?;
             flow.kind = match (flow.headers.family, icmp[0]) {
-                (
-                    Family::V4,
-                    icmp_type::V4_ECHO_REQUEST | icmp_type::V4_ECHO_REPLY,
-                )
-                | (
-                    Family::V6,
-                    icmp_type::V6_ECHO_REQUEST | icmp_type::V6_ECHO_REPLY,
-                ) => L4Kind::Echo,
+                (Family::V4, icmp_type::V4_ECHO_REQUEST | icmp_type::V4_ECHO_REPLY)
+                | (Family::V6, icmp_type::V6_ECHO_REQUEST | icmp_type::V6_ECHO_REPLY) => {
+                    L4Kind::Echo
+                }
                 (
                     Family::V4,
                     icmp_type::V4_DEST_UNREACHABLE
@@ -279,7 +275,13 @@ fn tcp_advance(state: u8, flags: u8, inside: bool) -> u8 {
 /// every [`REFRESH_NS`]); the flow's other entry, keyed `partner`, gets the same, so both
 /// live and die together.
 #[inline(always)]
-fn refresh(entry: &mut ConntrackValue, partner: &ConntrackKey, flow: &Flow, inside: bool, now: u64) {
+fn refresh(
+    entry: &mut ConntrackValue,
+    partner: &ConntrackKey,
+    flow: &Flow,
+    inside: bool,
+    now: u64,
+) {
     let state = if flow.kind == L4Kind::Tcp {
         tcp_advance(entry.tcp_state, flow.tcp_flags, inside)
     } else {
@@ -572,7 +574,15 @@ fn rewrite(ctx: &TcContext, flow: &Flow, dst: bool, addr: &[u8; 16], port: u16) 
     let h = &flow.headers;
     let old = if dst { h.dst } else { h.src };
     let l4_check = flow.l4 + flow.kind.checksum_offset();
-    rewrite_address(ctx, h.family, addr_offset(h.family, dst), &old, addr, l4_check, pseudo_header_flags(flow))?;
+    rewrite_address(
+        ctx,
+        h.family,
+        addr_offset(h.family, dst),
+        &old,
+        addr,
+        l4_check,
+        pseudo_header_flags(flow),
+    )?;
     let (port_offset, old_port) = if dst {
         (flow.kind.dst_port_offset(), flow.dst_port)
     } else {
@@ -591,7 +601,8 @@ fn rewrite(ctx: &TcContext, flow: &Flow, dst: bool, addr: &[u8; 16], port: u16) 
             mangled | 2,
         )
         .ok()?;
-        ctx.store(flow.l4 + port_offset, &port.to_be_bytes(), 0).ok()?;
+        ctx.store(flow.l4 + port_offset, &port.to_be_bytes(), 0)
+            .ok()?;
     }
     Some(())
 }
@@ -648,15 +659,8 @@ fn csum_diff_16(old: &[u8; 16], new: &[u8; 16]) -> u64 {
     let mut from = *old;
     let mut to = *new;
     // SAFETY: both buffers are 16 bytes on this stack frame, a multiple of 4 as required.
-    let diff = unsafe {
-        bpf_csum_diff(
-            from.as_mut_ptr().cast(),
-            16,
-            to.as_mut_ptr().cast(),
-            16,
-            0,
-        )
-    };
+    let diff =
+        unsafe { bpf_csum_diff(from.as_mut_ptr().cast(), 16, to.as_mut_ptr().cast(), 16, 0) };
     diff as u32 as u64
 }
 
@@ -670,13 +674,7 @@ fn icmp_error(ctx: &TcContext, flow: &mut Flow, scope: u32) -> NatReason {
     }
     let q = &mut flow.quote;
     let key = key_of(
-        &q.src,
-        q.src_port,
-        &q.dst,
-        q.dst_port,
-        q.kind,
-        q.protocol,
-        scope,
+        &q.src, q.src_port, &q.dst, q.dst_port, q.kind, q.protocol, scope,
     );
     let Some(entry) = CONNTRACK.get_ptr(&key) else {
         return NatReason::NotEligible;

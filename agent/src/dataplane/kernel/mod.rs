@@ -34,6 +34,7 @@ pub use interfaces::{InterfaceResolver, RouteLookup, StaticInterfaces};
 use ipsets::{LimitHit, Prefix, SetIndex, SetWrite};
 use tables::{EncodeError, RangeAllocator};
 
+use super::nat::{NAT_LINK_PREFIX, NAT_MAPS, NatCounts, NatState, Uplink};
 use super::{
     Dataplane, DataplaneError, Delta, EndpointName, KernelPrograms, LocalEndpoint, PolicyDirection,
     RuleTable, TcProgram, Verdict,
@@ -121,7 +122,7 @@ impl VerdictCounts {
     }
 }
 
-fn sum(values: &PerCpuValues<PacketCounter>) -> PacketCounter {
+pub(crate) fn sum(values: &PerCpuValues<PacketCounter>) -> PacketCounter {
     values
         .iter()
         .fold(PacketCounter::default(), |total, cpu| PacketCounter {
@@ -142,12 +143,12 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
 }
 
 /// Whether a map write failed because the map is full.
-fn is_full(error: &MapError) -> bool {
+pub(crate) fn is_full(error: &MapError) -> bool {
     matches!(error, MapError::SyscallError(e)
         if matches!(e.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM)))
 }
 
-fn is_missing(error: &MapError) -> bool {
+pub(crate) fn is_missing(error: &MapError) -> bool {
     matches!(error, MapError::KeyNotFound)
         || matches!(error, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::ENOENT))
 }
@@ -167,6 +168,7 @@ pub struct KernelDataplane {
     next_endpoint_id: u32,
     rejected: u64,
     nr_cpus: usize,
+    nat: NatState,
 }
 
 impl KernelDataplane {
@@ -177,6 +179,7 @@ impl KernelDataplane {
         resolver: impl InterfaceResolver + Send + 'static,
     ) -> Result<Self, DataplaneError> {
         let programs = KernelPrograms::load(pin_root)?;
+        let nat = NatState::adopt(&programs)?;
         let nr_cpus = aya::util::nr_cpus()
             .map(|n| n.get() as usize)
             .map_err(|(_, source)| DataplaneError::PinRoot {
@@ -195,6 +198,7 @@ impl KernelDataplane {
             next_endpoint_id: 1,
             rejected: 0,
             nr_cpus,
+            nat,
         };
         dataplane.adopt()?;
         Ok(dataplane)
@@ -245,6 +249,17 @@ impl KernelDataplane {
             PerCpuArray::<_, PacketCounter>::try_from(map).map_err(map_err(RULE_COUNTERS_MAP))?;
         let values = array.get(&slot, 0).map_err(map_err(RULE_COUNTERS_MAP))?;
         Ok(sum(&values))
+    }
+
+    /// Makes `uplinks` the interfaces NAT-outgoing runs on (see [`Uplink::default_routes`]
+    /// for the default), attaching its programs with pinned links.
+    pub fn set_nat_uplinks(&mut self, uplinks: &[Uplink]) -> Result<(), DataplaneError> {
+        self.nat.set_uplinks(&mut self.programs, uplinks)
+    }
+
+    /// NAT packets per reason, summed over CPUs.
+    pub fn nat_counts(&self) -> Result<NatCounts, DataplaneError> {
+        NatCounts::read(self.map(fedwall_common::nat::NAT_STATS_MAP)?)
     }
 
     pub fn verdicts(&self) -> Result<VerdictCounts, DataplaneError> {
@@ -697,8 +712,8 @@ impl KernelDataplane {
                     self.remove_installed(installed)?;
                 }
             }
-            // NAT pools are enforced by the NAT program (a later issue).
-            Delta::PoolSet(_) | Delta::PoolDeleted { .. } => {}
+            Delta::PoolSet(pool) => self.nat.pool_set(&mut self.programs, pool)?,
+            Delta::PoolDeleted { cidr } => self.nat.pool_deleted(&mut self.programs, cidr)?,
         }
         Ok(())
     }
@@ -711,14 +726,17 @@ impl KernelDataplane {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-                if is_file && name.starts_with("fw_") && !CURRENT_MAPS.contains(&name.as_str()) {
+                let current =
+                    CURRENT_MAPS.contains(&name.as_str()) || NAT_MAPS.contains(&name.as_str());
+                if is_file && name.starts_with("fw_") && !current {
                     remove_pin(&entry.path())?;
                 }
             }
         }
         if let Ok(entries) = std::fs::read_dir(root.join(LINKS_DIR)) {
             for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with(LINK_PREFIX) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(LINK_PREFIX) && !name.starts_with(NAT_LINK_PREFIX) {
                     remove_pin(&entry.path())?;
                 }
             }
@@ -727,7 +745,7 @@ impl KernelDataplane {
     }
 }
 
-fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
+pub(crate) fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
     match std::fs::remove_file(path) {
         Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
             Err(DataplaneError::StalePin {
@@ -763,6 +781,7 @@ impl Dataplane for KernelDataplane {
             self.apply_set_writes(writes)?;
             self.adopting = false;
         }
+        self.nat.sync_complete(&mut self.programs)?;
         // Adopted endpoints calc did not replay are gone: their links, entries, tables.
         for path in std::mem::take(&mut self.adopted_links) {
             remove_pin(&path)?;
