@@ -117,6 +117,8 @@ pub struct Flow {
     uplink_addr: [u8; 16],
     /// What an ICMP error quotes.
     quote: Quote,
+    /// The conntrack value being built for a new mapping.
+    value: ConntrackValue,
 }
 
 /// The packet an ICMP error quotes, as far as NAT needs it.
@@ -170,7 +172,7 @@ impl L4Kind {
 }
 
 /// Reads the packet into `flow`; `None` for what NAT does not translate.
-#[inline(always)]
+#[inline(never)]
 fn read_flow(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
     parse::ensure_linear_headers(ctx);
     match parse::parse(ctx, &mut flow.headers) {
@@ -181,7 +183,7 @@ fn read_flow(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
     let l4 = flow.headers.l4_offset?;
     flow.l4 = l4;
     flow.tcp_flags = 0;
-    let icmp_protocol = match flow.headers.family {
+    let icmp_protocol = match family_of(&flow.headers) {
         Family::V4 => ip_proto::ICMP,
         Family::V6 => ip_proto::ICMPV6,
     };
@@ -199,7 +201,7 @@ fn read_flow(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
         }
         protocol if protocol == icmp_protocol => {
             let icmp = parse::read::<8>(ctx, l4).ok()?;
-            flow.kind = match (flow.headers.family, icmp[0]) {
+            flow.kind = match (family_of(&flow.headers), icmp[0]) {
                 (Family::V4, icmp_type::V4_ECHO_REQUEST | icmp_type::V4_ECHO_REPLY)
                 | (Family::V6, icmp_type::V6_ECHO_REQUEST | icmp_type::V6_ECHO_REPLY) => {
                     L4Kind::Echo
@@ -226,6 +228,20 @@ fn read_flow(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
         _ => return None,
     }
     Some(())
+}
+
+/// The packet's family, re-read so the compiler cannot assume the stored value is 0 or 1:
+/// it comes back from a map, where the verifier knows nothing of it, and a table lookup
+/// indexed by it would be an unbounded access.
+#[inline(always)]
+fn family_of(headers: &IpHeaders) -> Family {
+    // SAFETY: `Family` is repr(C): a C int, 4 bytes, aligned like `u32`.
+    let raw = unsafe { core::ptr::read_volatile((&headers.family as *const Family).cast::<u32>()) };
+    if raw == Family::V4 as u32 {
+        Family::V4
+    } else {
+        Family::V6
+    }
 }
 
 #[inline(always)]
@@ -324,15 +340,16 @@ fn key_of(
 #[inline(always)]
 fn egress(ctx: &TcContext) -> NatReason {
     let scope = ifindex(ctx);
-    // SAFETY: the value is copied out at once.
-    let Some(uplink) = (unsafe { UPLINKS.get(&scope) }).copied() else {
-        return NatReason::NoUplink;
-    };
     let Some(flow) = SCRATCH.get_ptr_mut(0) else {
         return NatReason::Untranslatable;
     };
     // SAFETY: a per-CPU slot is only used by the CPU running this program, for this run.
     let flow = unsafe { &mut *flow };
+    // SAFETY: the value is copied out at once (into the scratch slot: the stack is small).
+    match unsafe { UPLINKS.get(&scope) } {
+        Some(uplink) => flow.uplink = *uplink,
+        None => return NatReason::NoUplink,
+    }
     if read_flow(ctx, flow).is_none() || flow.kind == L4Kind::IcmpError {
         // ICMP errors the pods send answer flows that came in: nothing to translate.
         return NatReason::Untranslatable;
@@ -375,22 +392,21 @@ fn egress(ctx: &TcContext) -> NatReason {
     if !translates(prefix_of(&h.src), prefix_of(&h.dst)) {
         return NatReason::NotEligible;
     }
-    let (addr, has) = match h.family {
-        Family::V4 => (uplink.addr_v4, UPLINK_HAS_V4),
-        Family::V6 => (uplink.addr_v6, UPLINK_HAS_V6),
+    let (addr, has) = match family_of(h) {
+        Family::V4 => (flow.uplink.addr_v4, UPLINK_HAS_V4),
+        Family::V6 => (flow.uplink.addr_v6, UPLINK_HAS_V6),
     };
-    if uplink.flags & has == 0 {
+    if flow.uplink.flags & has == 0 {
         return NatReason::NoUplink;
     }
     flow.scope = scope;
     flow.now = now;
-    flow.uplink = uplink;
     flow.uplink_addr = addr;
     let port = match new_mapping(flow) {
         Ok(port) => port,
         Err(reason) => return reason,
     };
-    match rewrite_source(ctx, flow, &addr, port) {
+    match rewrite_source(ctx, flow, &flow.uplink_addr, port) {
         Some(()) => NatReason::NewMapping,
         None => NatReason::DropRewriteFailed,
     }
@@ -407,7 +423,7 @@ fn reopens_closed(flow: &Flow, entry: &ConntrackValue) -> bool {
 /// Claims a port free for the flow's peer (its reply entry inserted with `BPF_NOEXIST`, or
 /// taking over an expired one), then records the outbound entry.
 #[inline(never)]
-fn new_mapping(flow: &Flow) -> Result<u16, NatReason> {
+fn new_mapping(flow: &mut Flow) -> Result<u16, NatReason> {
     let h = &flow.headers;
     let (addr, uplink, scope, now) = (&flow.uplink_addr, &flow.uplink, flow.scope, flow.now);
     let outbound = &key_of(
@@ -431,7 +447,7 @@ fn new_mapping(flow: &Flow) -> Result<u16, NatReason> {
         L4Kind::Tcp => TCP_ESTABLISHED,
         _ => 0,
     };
-    let mut value = ConntrackValue {
+    flow.value = ConntrackValue {
         last_seen_ns: now,
         nat_addr: h.src,
         nat_port: flow.src_port,
@@ -456,7 +472,7 @@ fn new_mapping(flow: &Flow) -> Result<u16, NatReason> {
             h.protocol,
             scope,
         );
-        match CONNTRACK.insert(&reply, &value, u64::from(BPF_NOEXIST)) {
+        match CONNTRACK.insert(&reply, &flow.value, u64::from(BPF_NOEXIST)) {
             Ok(()) => {
                 claimed = Some((port, reply));
                 break;
@@ -466,7 +482,11 @@ fn new_mapping(flow: &Flow) -> Result<u16, NatReason> {
                     // SAFETY: as in `refresh`; read only.
                     !live(h.protocol, unsafe { &*held }, now)
                 });
-                if expired && CONNTRACK.insert(&reply, &value, u64::from(BPF_ANY)).is_ok() {
+                if expired
+                    && CONNTRACK
+                        .insert(&reply, &flow.value, u64::from(BPF_ANY))
+                        .is_ok()
+                {
                     claimed = Some((port, reply));
                     break;
                 }
@@ -477,11 +497,11 @@ fn new_mapping(flow: &Flow) -> Result<u16, NatReason> {
     let Some((port, reply)) = claimed else {
         return Err(NatReason::DropPortsExhausted);
     };
-    value.nat_addr = *addr;
-    value.nat_port = port;
-    value.nat_flags = NAT_REWRITE_SOURCE;
+    flow.value.nat_addr = *addr;
+    flow.value.nat_port = port;
+    flow.value.nat_flags = NAT_REWRITE_SOURCE;
     if CONNTRACK
-        .insert(outbound, &value, u64::from(BPF_ANY))
+        .insert(outbound, &flow.value, u64::from(BPF_ANY))
         .is_err()
     {
         let _ = CONNTRACK.remove(&reply);
@@ -506,8 +526,15 @@ fn ingress(ctx: &TcContext) -> NatReason {
         return NatReason::Untranslatable;
     }
     if flow.kind == L4Kind::IcmpError {
-        return icmp_error(ctx, flow, scope);
+        icmp_error(ctx, flow, scope)
+    } else {
+        reverse(ctx, flow, scope)
     }
+}
+
+/// A reply of a translated flow goes back to the pod.
+#[inline(never)]
+fn reverse(ctx: &TcContext, flow: &Flow, scope: u32) -> NatReason {
     let h = &flow.headers;
     let key = key_of(
         &h.src,
@@ -559,7 +586,7 @@ const fn addr_offset(family: Family, dst: bool) -> usize {
 /// (not for ICMPv4), and UDP's "0 means no checksum".
 #[inline(always)]
 fn pseudo_header_flags(flow: &Flow) -> Option<u64> {
-    match (flow.kind, flow.headers.family) {
+    match (flow.kind, family_of(&flow.headers)) {
         (L4Kind::Tcp, _) => Some(u64::from(BPF_F_PSEUDO_HDR)),
         (L4Kind::Udp, _) => Some(u64::from(BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0)),
         (_, Family::V6) => Some(u64::from(BPF_F_PSEUDO_HDR)),
@@ -576,8 +603,8 @@ fn rewrite(ctx: &TcContext, flow: &Flow, dst: bool, addr: &[u8; 16], port: u16) 
     let l4_check = flow.l4 + flow.kind.checksum_offset();
     rewrite_address(
         ctx,
-        h.family,
-        addr_offset(h.family, dst),
+        family_of(h),
+        addr_offset(family_of(h), dst),
         &old,
         addr,
         l4_check,
@@ -688,7 +715,7 @@ fn icmp_error(ctx: &TcContext, flow: &mut Flow, scope: u32) -> NatReason {
     q.pod_port = entry.nat_port;
     q.outer_check = flow.l4 + 2;
     // The error's own destination: the node becomes the pod.
-    let family = flow.headers.family;
+    let family = family_of(&flow.headers);
     let outer_flags = match family {
         Family::V4 => None,
         Family::V6 => Some(u64::from(BPF_F_PSEUDO_HDR)),
@@ -716,12 +743,12 @@ fn icmp_error(ctx: &TcContext, flow: &mut Flow, scope: u32) -> NatReason {
 /// or echo packet NAT could have sent.
 #[inline(never)]
 fn read_quote(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
-    let family = flow.headers.family;
+    let family = family_of(&flow.headers);
     let q = &mut flow.quote;
     q.ip = flow.l4 + 8;
     let icmp_protocol = match family {
         Family::V4 => {
-            let ip = parse::read::<20>(ctx, q.ip).ok()?;
+            let ip = load::<20>(ctx, q.ip)?;
             let header_len = usize::from(ip[0] & 0x0f) * 4;
             if ip[0] >> 4 != 4 || header_len < 20 {
                 return None;
@@ -733,19 +760,19 @@ fn read_quote(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
             ip_proto::ICMP
         }
         Family::V6 => {
-            let first = parse::read::<8>(ctx, q.ip).ok()?;
+            let first = load::<8>(ctx, q.ip)?;
             if first[0] >> 4 != 6 {
                 return None;
             }
-            q.src = parse::read::<16>(ctx, q.ip + 8).ok()?;
-            q.dst = parse::read::<16>(ctx, q.ip + 24).ok()?;
+            q.src = load::<16>(ctx, q.ip + 8)?;
+            q.dst = load::<16>(ctx, q.ip + 24)?;
             // A quote with extension headers is not ours: translated packets carry none.
             q.protocol = first[6];
             q.l4 = q.ip + 40;
             ip_proto::ICMPV6
         }
     };
-    let l4 = parse::read::<8>(ctx, q.l4).ok()?;
+    let l4 = load::<8>(ctx, q.l4)?;
     let (kind, sport, dport) = match q.protocol {
         ip_proto::TCP => (L4Kind::Tcp, [l4[0], l4[1]], [l4[2], l4[3]]),
         ip_proto::UDP => (L4Kind::Udp, [l4[0], l4[1]], [l4[2], l4[3]]),
@@ -763,7 +790,7 @@ fn read_quote(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
 /// every quoted byte that changed.
 #[inline(never)]
 fn rewrite_quote(ctx: &TcContext, flow: &Flow) -> Option<()> {
-    let family = flow.headers.family;
+    let family = family_of(&flow.headers);
     let q = &flow.quote;
     let (old, new) = (&q.src, &q.pod);
     // Every quoted change is ICMP payload to the outer checksum: no pseudo header.
@@ -780,15 +807,13 @@ fn rewrite_quote(ctx: &TcContext, flow: &Flow) -> Option<()> {
     // The quoted L4 checksum, when it is inside the packet (a short quote may cut it off)
     // and not UDP's "none".
     let l4_check_at = q.l4 + q.kind.checksum_offset();
-    let l4_check = parse::read::<2>(ctx, l4_check_at)
-        .ok()
-        .filter(|c| !(q.kind == L4Kind::Udp && *c == [0, 0]));
+    let l4_check = load::<2>(ctx, l4_check_at).filter(|c| !(q.kind == L4Kind::Udp && *c == [0, 0]));
     let mut new_l4_check = l4_check.map(u16::from_be_bytes);
     match family {
         Family::V4 => {
             let old4 = [old[12], old[13], old[14], old[15]];
             let new4 = [new[12], new[13], new[14], new[15]];
-            let ip_check = parse::read::<2>(ctx, q.ip + 10).ok()?;
+            let ip_check = load::<2>(ctx, q.ip + 10)?;
             let fixed = checksum_update(u16::from_be_bytes(ip_check), &old4, &new4);
             outer_word(q.ip + 10, ip_check, fixed.to_be_bytes())?;
             for i in 0..2 {
@@ -823,4 +848,12 @@ fn rewrite_quote(ctx: &TcContext, flow: &Flow) -> Option<()> {
         outer_word(l4_check_at, before, after.to_be_bytes())?;
     }
     Some(())
+}
+
+/// Copies `N` bytes at `offset` out of the packet with `bpf_skb_load_bytes`, which checks
+/// the bounds itself: the quote's offsets are computed from values the verifier cannot
+/// follow, so direct packet access would not verify.
+#[inline(always)]
+fn load<const N: usize>(ctx: &TcContext, offset: usize) -> Option<[u8; N]> {
+    ctx.load::<[u8; N]>(offset).ok()
 }

@@ -166,6 +166,11 @@ impl NatCounts {
             .unwrap_or_default()
     }
 
+    /// Reads the counters of loaded programs.
+    pub fn of(programs: &KernelPrograms) -> Result<Self, DataplaneError> {
+        Self::read(programs.map(NAT_STATS_MAP)?)
+    }
+
     pub(super) fn read(map: &Map) -> Result<Self, DataplaneError> {
         let array =
             PerCpuArray::<_, PacketCounter>::try_from(map).map_err(map_err(NAT_STATS_MAP))?;
