@@ -162,9 +162,8 @@ pub const TIMEOUT_OTHER_NS: u64 = 60 * SECOND;
 pub const fn timeout_ns(protocol: u8, tcp_state: u8) -> u64 {
     match protocol {
         crate::net::ip_proto::TCP => {
-            if tcp_state & TCP_RST != 0 {
-                TIMEOUT_TCP_CLOSED_NS
-            } else if tcp_state & (TCP_FIN_LO | TCP_FIN_HI) == TCP_FIN_LO | TCP_FIN_HI {
+            let both_closed = tcp_state & (TCP_FIN_LO | TCP_FIN_HI) == TCP_FIN_LO | TCP_FIN_HI;
+            if tcp_state & TCP_RST != 0 || both_closed {
                 TIMEOUT_TCP_CLOSED_NS
             } else if tcp_state & (TCP_FIN_LO | TCP_FIN_HI) != 0 {
                 TIMEOUT_TCP_HALF_CLOSED_NS

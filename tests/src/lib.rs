@@ -1,8 +1,9 @@
 //! The harness shared by fedwall's kernel and system tests (tiers T1-T3): network
 //! namespaces with veth links, a private bpffs per test, a packet builder for
-//! BPF_PROG_TEST_RUN, and root-skip accounting.
+//! BPF_PROG_TEST_RUN, policy-program helpers, and root-skip accounting.
 
 pub mod bpffs;
 pub mod netns;
 pub mod packet;
+pub mod policy;
 pub mod skip;

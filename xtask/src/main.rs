@@ -8,6 +8,8 @@ use std::{
     time::Instant,
 };
 
+mod bench;
+
 use anyhow::Context as _;
 use clap::{Args, Parser};
 
@@ -19,6 +21,11 @@ enum Task {
     Test(TestArgs),
     /// Check formatting and run clippy with -D warnings, userspace and eBPF in separate passes.
     Lint,
+    /// Run a benchmark (`datapath`) and print `BENCH <name> <value> <unit>` lines and a table.
+    Bench {
+        /// Which benchmark: datapath.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -63,10 +70,14 @@ fn main() -> ExitCode {
 
 fn run(task: Task) -> anyhow::Result<ExitCode> {
     let root = workspace_root()?;
+    if let Task::Bench { name } = &task {
+        return bench::bench(&root, name);
+    }
     let mut tally = Tally::default();
     match task {
         Task::Lint => lint(&root, &mut tally),
         Task::Test(args) => test(&root, &args, &mut tally)?,
+        Task::Bench { .. } => {}
     }
     println!(
         "{} passed, {} failed, {} skipped",

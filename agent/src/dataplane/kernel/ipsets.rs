@@ -82,7 +82,7 @@ pub fn addr_bytes(addr: IpAddr) -> [u8; 16] {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetWrite {
     /// Write a class's bitmap (before anything points at it).
-    Class { class: u32, bitmap: SetBitmap },
+    Class { class: u32, bitmap: Box<SetBitmap> },
     /// Point a prefix at a class (a host entry for /128, a trie entry otherwise).
     Prefix { prefix: Prefix, class: u32 },
     /// Remove a prefix's entry.
@@ -417,7 +417,10 @@ impl SetIndex {
         let class = self.class_numbers.take().unwrap_or(CLASS_NONE);
         self.classes.insert(bitmap, (class, 1));
         self.class_bitmaps.insert(class, bitmap);
-        writes.push(SetWrite::Class { class, bitmap });
+        writes.push(SetWrite::Class {
+            class,
+            bitmap: Box::new(bitmap),
+        });
         class
     }
 
@@ -540,7 +543,7 @@ mod tests {
             for write in writes {
                 match write {
                     SetWrite::Class { class, bitmap } => {
-                        self.classes.insert(*class, *bitmap);
+                        self.classes.insert(*class, **bitmap);
                     }
                     SetWrite::Prefix { prefix, class } => {
                         assert!(self.classes.contains_key(class), "class written first");

@@ -366,7 +366,7 @@ impl KernelDataplane {
                         Array::<_, SetBitmap>::try_from(self.map_mut(IPSET_CLASSES_MAP)?)
                             .map_err(map_err(IPSET_CLASSES_MAP))?;
                     classes
-                        .set(class, &bitmap, 0)
+                        .set(class, &*bitmap, 0)
                         .map_err(map_err(IPSET_CLASSES_MAP))?;
                 }
                 SetWrite::Prefix { prefix, class } if prefix.is_host() => {
