@@ -90,6 +90,11 @@ pub const UPLINK_HAS_V6: u32 = 2;
 pub const NAT_PORT_FIRST: u16 = 61000;
 pub const NAT_PORT_LAST: u16 = 65535;
 
+/// `nat_flags` of an uplink-scoped entry for a flow that came in to a pod's own address
+/// (a remote cluster reaching it): its packets pass untranslated both ways, as Calico only
+/// masquerades connections the pod opens. Keyed by the flow as it is (one entry).
+pub const NAT_PASS_INBOUND: u8 = 4;
+
 /// Ports tried, from a random start, before a new flow is dropped as out of ports.
 pub const NAT_PORT_ATTEMPTS: u32 = 32;
 

@@ -26,9 +26,9 @@ use fedwall_common::{
         TCP_ESTABLISHED, TCP_RST, TCP_SYN_SEEN, timeout_ns,
     },
     nat::{
-        NAT_PORT_ATTEMPTS, NAT_PREFIX_ENTRIES, NAT_TCP_FIN_INSIDE, NAT_TCP_FIN_OUTSIDE,
-        NAT_UPLINK_ENTRIES, NatPrefix, NatReason, NatUplink, UPLINK_HAS_V4, UPLINK_HAS_V6,
-        checksum_update, translates,
+        NAT_PASS_INBOUND, NAT_PORT_ATTEMPTS, NAT_PREFIX_ENTRIES, NAT_TCP_FIN_INSIDE,
+        NAT_TCP_FIN_OUTSIDE, NAT_UPLINK_ENTRIES, NatPrefix, NatReason, NatUplink,
+        PREFIX_NAT_OUTGOING, UPLINK_HAS_V4, UPLINK_HAS_V6, checksum_update, translates,
     },
     net::{icmp_type, ip_proto},
     policy::PacketCounter,
@@ -388,6 +388,11 @@ fn egress(ctx: &TcContext) -> NatReason {
                 None => NatReason::DropRewriteFailed,
             };
         }
+        if entry.nat_flags & NAT_PASS_INBOUND != 0 && live(h.protocol, entry, now) {
+            // The pod answers a flow that came in to its own address: as Calico (whose
+            // masquerade applies to new outgoing connections only), leave it untouched.
+            return NatReason::NotEligible;
+        }
     }
     if !translates(prefix_of(&h.src), prefix_of(&h.dst)) {
         return NatReason::NotEligible;
@@ -545,12 +550,17 @@ fn reverse(ctx: &TcContext, flow: &Flow, scope: u32) -> NatReason {
         h.protocol,
         scope,
     );
+    let now = now_ns();
     let Some(entry) = CONNTRACK.get_ptr_mut(&key) else {
+        remember_inbound(flow, &key, now);
         return NatReason::NotEligible;
     };
     // SAFETY: as in `refresh`.
     let entry = unsafe { &mut *entry };
-    let now = now_ns();
+    if entry.nat_flags & NAT_PASS_INBOUND != 0 {
+        refresh(entry, &key, flow, false, now);
+        return NatReason::NotEligible;
+    }
     if entry.nat_flags & NAT_REVERSE_DESTINATION == 0 || !live(h.protocol, entry, now) {
         return NatReason::NotEligible;
     }
@@ -569,6 +579,31 @@ fn reverse(ctx: &TcContext, flow: &Flow, scope: u32) -> NatReason {
         Some(()) => NatReason::Reversed,
         None => NatReason::DropRewriteFailed,
     }
+}
+
+/// A new flow coming in to a natOutgoing pod's own address (from a remote cluster, say):
+/// recorded so the pod's answers leave untranslated.
+#[inline(never)]
+fn remember_inbound(flow: &Flow, key: &ConntrackKey, now: u64) {
+    let to_nat_pool =
+        prefix_of(&flow.headers.dst).is_some_and(|p| p.flags & PREFIX_NAT_OUTGOING != 0);
+    if !to_nat_pool {
+        return;
+    }
+    let value = ConntrackValue {
+        last_seen_ns: now,
+        nat_addr: [0; 16],
+        nat_port: 0,
+        nat_flags: NAT_PASS_INBOUND,
+        tcp_state: TCP_SYN_SEEN,
+        flags: 0,
+        _pad: [0; 3],
+        rule_slot: CT_NO_RULE,
+        _pad2: 0,
+    };
+    // A full table leaves the flow unrecorded: its answers are then translated, which the
+    // peer drops as it would any stray packet; nothing existing is harmed.
+    let _ = CONNTRACK.insert(key, &value, u64::from(BPF_NOEXIST));
 }
 
 /// Offset of the source (`dst == false`) or destination address.
