@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, lpm_trie::Key, lpm_trie::LpmTrie};
 use aya::programs::{TestRun as _, TestRunOptions};
@@ -128,16 +129,38 @@ pub fn nat(ports: RangeInclusive<u16>) -> Nat {
 impl Nat {
     /// Runs `frame` through `program`: its verdict and the frame as it leaves.
     pub fn run(&mut self, program: TcProgram, frame: &[u8]) -> (u32, Vec<u8>) {
-        let classifier = self.programs.program_mut(program).expect("program");
         let mut out = vec![0u8; frame.len() + 256];
+        let (verdict, _, len) = self.test_run(program, frame, 1, Some(&mut out));
+        out.truncate(len);
+        (verdict, out)
+    }
+
+    /// Runs `frame` `repeat` times: the verdict and the kernel's mean time per run.
+    pub fn run_repeat(&mut self, program: TcProgram, frame: &[u8], repeat: u32) -> (u32, Duration) {
+        let (verdict, mean, _) = self.test_run(program, frame, repeat, None);
+        (verdict, mean)
+    }
+
+    fn test_run(
+        &mut self,
+        program: TcProgram,
+        frame: &[u8],
+        repeat: u32,
+        out: Option<&mut [u8]>,
+    ) -> (u32, Duration, usize) {
+        let classifier = self.programs.program_mut(program).expect("program");
         let mut options = TestRunOptions::new();
         options.data_in = Some(frame);
-        options.data_out = Some(&mut out);
+        options.data_out = out;
+        options.repeat = repeat;
         let result = classifier
             .test_run(options)
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {program:?}: {e:?}"));
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        (
+            result.return_value,
+            result.duration,
+            result.data_size_out as usize,
+        )
     }
 
     pub fn egress(&mut self, frame: &[u8], case: &str) -> Vec<u8> {

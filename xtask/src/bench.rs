@@ -17,7 +17,8 @@ pub fn bench(root: &Path, name: &str) -> anyhow::Result<ExitCode> {
             command.args(["--bin", "fedwall-bench", "--", "datapath"]);
             command
         }
-        other => bail!("no benchmark named {other:?}; known: datapath"),
+        "nat" => super::bench_nat::command(root),
+        other => bail!("no benchmark named {other:?}; known: datapath, nat"),
     };
     let status = command.status()?;
     Ok(if status.success() {

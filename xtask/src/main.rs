@@ -9,6 +9,7 @@ use std::{
 };
 
 mod bench;
+mod bench_nat;
 
 use anyhow::Context as _;
 use clap::{Args, Parser};
@@ -21,9 +22,9 @@ enum Task {
     Test(TestArgs),
     /// Check formatting and run clippy with -D warnings, userspace and eBPF in separate passes.
     Lint,
-    /// Run a benchmark (`datapath`) and print `BENCH <name> <value> <unit>` lines and a table.
+    /// Run a benchmark (`datapath`, `nat`) and print `BENCH <name> <value> <unit>` lines and a table.
     Bench {
-        /// Which benchmark: datapath.
+        /// Which benchmark: datapath, nat.
         name: String,
     },
 }
