@@ -141,6 +141,23 @@ pub struct Quote {
     outer_check: usize,
 }
 
+impl Flow {
+    /// The conntrack key, in the uplink's scope, of this packet's flow seen as
+    /// `src:src_port ↔ dst:dst_port` (echo: the identifier `src_port` is both ports).
+    #[inline(always)]
+    fn key(&self, src: &[u8; 16], src_port: u16, dst: &[u8; 16], dst_port: u16) -> ConntrackKey {
+        key_of(
+            src,
+            src_port,
+            dst,
+            dst_port,
+            self.kind,
+            self.headers.protocol,
+            self.scope,
+        )
+    }
+}
+
 impl L4Kind {
     /// Offset of the checksum in the L4 header.
     #[inline(always)]
@@ -354,17 +371,10 @@ fn egress(ctx: &TcContext) -> NatReason {
         // ICMP errors the pods send answer flows that came in: nothing to translate.
         return NatReason::Untranslatable;
     }
+    flow.scope = scope;
     let now = now_ns();
     let h = &flow.headers;
-    let key = key_of(
-        &h.src,
-        flow.src_port,
-        &h.dst,
-        flow.dst_port,
-        flow.kind,
-        h.protocol,
-        scope,
-    );
+    let key = flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
     if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
         // SAFETY: as in `refresh`.
         let entry = unsafe { &mut *entry };
@@ -373,15 +383,7 @@ fn egress(ctx: &TcContext) -> NatReason {
             && !reopens_closed(flow, entry)
         {
             let (nat_addr, nat_port) = (entry.nat_addr, entry.nat_port);
-            let partner = key_of(
-                &nat_addr,
-                nat_port,
-                &h.dst,
-                flow.dst_port,
-                flow.kind,
-                h.protocol,
-                scope,
-            );
+            let partner = flow.key(&nat_addr, nat_port, &h.dst, flow.dst_port);
             refresh(entry, &partner, flow, true, now);
             return match rewrite_source(ctx, flow, &nat_addr, nat_port) {
                 Some(()) => NatReason::Translated,
@@ -404,7 +406,6 @@ fn egress(ctx: &TcContext) -> NatReason {
     if flow.uplink.flags & has == 0 {
         return NatReason::NoUplink;
     }
-    flow.scope = scope;
     flow.now = now;
     flow.uplink_addr = addr;
     let port = match new_mapping(flow) {
@@ -430,16 +431,8 @@ fn reopens_closed(flow: &Flow, entry: &ConntrackValue) -> bool {
 #[inline(never)]
 fn new_mapping(flow: &mut Flow) -> Result<u16, NatReason> {
     let h = &flow.headers;
-    let (addr, uplink, scope, now) = (&flow.uplink_addr, &flow.uplink, flow.scope, flow.now);
-    let outbound = &key_of(
-        &h.src,
-        flow.src_port,
-        &h.dst,
-        flow.dst_port,
-        flow.kind,
-        h.protocol,
-        scope,
-    );
+    let (addr, uplink, now) = (&flow.uplink_addr, &flow.uplink, flow.now);
+    let outbound = &flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
     if uplink.port_last < uplink.port_first {
         return Err(NatReason::DropPortsExhausted);
     }
@@ -468,15 +461,7 @@ fn new_mapping(flow: &mut Flow) -> Result<u16, NatReason> {
     let mut claimed = None;
     for attempt in 0..NAT_PORT_ATTEMPTS {
         let port = uplink.port_first + ((start + attempt) % span) as u16;
-        let reply = key_of(
-            addr,
-            port,
-            &h.dst,
-            flow.dst_port,
-            flow.kind,
-            h.protocol,
-            scope,
-        );
+        let reply = flow.key(addr, port, &h.dst, flow.dst_port);
         match CONNTRACK.insert(&reply, &flow.value, u64::from(BPF_NOEXIST)) {
             Ok(()) => {
                 claimed = Some((port, reply));
@@ -530,26 +515,19 @@ fn ingress(ctx: &TcContext) -> NatReason {
     if read_flow(ctx, flow).is_none() {
         return NatReason::Untranslatable;
     }
+    flow.scope = scope;
     if flow.kind == L4Kind::IcmpError {
         icmp_error(ctx, flow, scope)
     } else {
-        reverse(ctx, flow, scope)
+        reverse(ctx, flow)
     }
 }
 
 /// A reply of a translated flow goes back to the pod.
 #[inline(never)]
-fn reverse(ctx: &TcContext, flow: &Flow, scope: u32) -> NatReason {
+fn reverse(ctx: &TcContext, flow: &Flow) -> NatReason {
     let h = &flow.headers;
-    let key = key_of(
-        &h.src,
-        flow.src_port,
-        &h.dst,
-        flow.dst_port,
-        flow.kind,
-        h.protocol,
-        scope,
-    );
+    let key = flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
     let now = now_ns();
     let Some(entry) = CONNTRACK.get_ptr_mut(&key) else {
         remember_inbound(flow, &key, now);
@@ -565,15 +543,7 @@ fn reverse(ctx: &TcContext, flow: &Flow, scope: u32) -> NatReason {
         return NatReason::NotEligible;
     }
     let (pod, pod_port) = (entry.nat_addr, entry.nat_port);
-    let partner = key_of(
-        &pod,
-        pod_port,
-        &h.src,
-        flow.src_port,
-        flow.kind,
-        h.protocol,
-        scope,
-    );
+    let partner = flow.key(&pod, pod_port, &h.src, flow.src_port);
     refresh(entry, &partner, flow, false, now);
     match rewrite_destination(ctx, flow, &pod, pod_port) {
         Some(()) => NatReason::Reversed,

@@ -12,9 +12,7 @@ use std::process::Command;
 use aya::maps::{
     HashMap as BpfHashMap, Map, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie,
 };
-use aya::programs::{
-    LinkOrder, links::FdLink, links::PinnedLink, tc::SchedClassifierLink, tc::TcAttach,
-};
+use aya::programs::links::FdLink;
 use fedwall_common::nat::{
     NAT_PORT_FIRST, NAT_PORT_LAST, NAT_PREFIX_ENTRIES, NAT_PREFIXES_MAP, NAT_STATS_MAP,
     NAT_UPLINKS_MAP, NatPrefix, NatReason, NatUplink, PREFIX_DISABLED, PREFIX_NAT_OUTGOING,
@@ -23,6 +21,7 @@ use fedwall_common::nat::{
 use fedwall_common::policy::PacketCounter;
 use ipnet::IpNet;
 
+use super::attach::PinnedAttachError;
 use super::kernel::ipsets::{Prefix, addr_bytes};
 use super::kernel::{is_full, is_missing, remove_pin, sum};
 use super::{DataplaneError, KernelPrograms, NatPool, TcProgram};
@@ -426,43 +425,13 @@ fn attach(
             uplink.ifindex,
             program.direction().name()
         ));
-        let ifindex = uplink.ifindex;
-        let attach_error = |source| DataplaneError::Attach {
-            program: program.name(),
-            ifindex,
-            mode: super::AttachMode::Tcx,
-            source,
-        };
-        let classifier = programs.program_mut(program)?;
-        let link_id = if path.exists() {
-            let pinned = PinnedLink::from_pin(&path)
-                .map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-            let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-                .map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-            classifier.attach_to_link(link).map_err(attach_error)?
-        } else {
-            classifier
-                .attach(
-                    ifindex,
-                    TcAttach::Tcx {
-                        attach_type: super::attach::attach_type(program.direction()),
-                        order: LinkOrder::default(),
-                    },
-                )
-                .map_err(attach_error)?
-        };
-        let link = classifier.take_link(link_id).map_err(attach_error)?;
-        let fd_link =
-            FdLink::try_from(link).map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-        let fd_link = if path.exists() {
-            fd_link
-        } else {
-            FdLink::from(
-                fd_link
-                    .pin(&path)
-                    .map_err(|e| link_error(&path, std::io::Error::other(e)))?,
-            )
-        };
+        let adopt = path.exists();
+        let fd_link = programs
+            .attach_pinned(program, uplink.ifindex, &path, adopt)
+            .map_err(|error| match error {
+                PinnedAttachError::Pin(source) => link_error(&path, source),
+                PinnedAttachError::Attach(error) => error,
+            })?;
         links.push(fd_link);
         pins.push(path);
     }

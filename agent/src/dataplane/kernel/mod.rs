@@ -20,7 +20,7 @@ use aya::maps::{
     Array, HashMap as BpfHashMap, Map, MapError, PerCpuArray, PerCpuValues, RingBuf,
     lpm_trie::{Key, LpmTrie},
 };
-use aya::programs::{LinkOrder, links::FdLink, tc::SchedClassifierLink, tc::TcAttach};
+use aya::programs::links::FdLink;
 use fedwall_common::conntrack::CONNTRACK_MAP;
 use fedwall_common::policy::{
     ENDPOINTS_MAP, EndpointEntry, FLOW_EVENTS_MAP, FRAGMENTS_MAP, FlowEvent, IPSET_CLASSES_MAP,
@@ -34,6 +34,7 @@ pub use interfaces::{InterfaceResolver, RouteLookup, StaticInterfaces};
 use ipsets::{LimitHit, Prefix, SetIndex, SetWrite};
 use tables::{EncodeError, RangeAllocator};
 
+use super::attach::PinnedAttachError;
 use super::nat::{NAT_LINK_PREFIX, NAT_MAPS, NatCounts, NatState, Uplink};
 use super::{
     Dataplane, DataplaneError, Delta, EndpointName, KernelPrograms, LocalEndpoint, PolicyDirection,
@@ -606,44 +607,20 @@ impl KernelDataplane {
                 path: path.to_owned(),
                 source,
             };
-            let classifier = self.programs.program_mut(program)?;
-            let attach_error = |source| DataplaneError::Attach {
-                program: program.name(),
-                ifindex,
-                mode: super::AttachMode::Tcx,
-                source,
+            let adopt = match self.adopted_links.iter().position(|p| *p == path) {
+                Some(position) => {
+                    self.adopted_links.swap_remove(position);
+                    true
+                }
+                None => false,
             };
-            let link_id = if let Some(position) = self.adopted_links.iter().position(|p| *p == path)
-            {
-                self.adopted_links.swap_remove(position);
-                let pinned = aya::programs::links::PinnedLink::from_pin(&path)
-                    .map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-                let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-                    .map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-                classifier.attach_to_link(link).map_err(attach_error)?
-            } else {
-                classifier
-                    .attach(
-                        ifindex,
-                        TcAttach::Tcx {
-                            attach_type: super::attach::attach_type(program.direction()),
-                            order: LinkOrder::default(),
-                        },
-                    )
-                    .map_err(attach_error)?
-            };
-            let link = classifier.take_link(link_id).map_err(attach_error)?;
-            let fd_link =
-                FdLink::try_from(link).map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-            let fd_link = if path.exists() {
-                fd_link
-            } else {
-                FdLink::from(
-                    fd_link
-                        .pin(&path)
-                        .map_err(|e| link_error(&path, std::io::Error::other(e)))?,
-                )
-            };
+            let fd_link = self
+                .programs
+                .attach_pinned(program, ifindex, &path, adopt)
+                .map_err(|error| match error {
+                    PinnedAttachError::Pin(source) => link_error(&path, source),
+                    PinnedAttachError::Attach(error) => error,
+                })?;
             held.push(HeldLink {
                 path,
                 _link: fd_link,
