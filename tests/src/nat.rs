@@ -4,12 +4,16 @@
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, lpm_trie::Key, lpm_trie::LpmTrie};
 use aya::programs::{TestRun as _, TestRunOptions};
 use fedwall::dataplane::nat::NatState;
-use fedwall::dataplane::{KernelPrograms, NatCounts, NatPool, TcProgram};
+use fedwall::dataplane::{
+    Dataplane as _, DataplaneError, Delta, KernelDataplane, KernelPrograms, NatCounts, NatPool,
+    StaticInterfaces, TcProgram, Uplink,
+};
 use fedwall_common::nat::{
     NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NatPrefix, NatReason, NatUplink, PREFIX_NODE_ADDRESS,
     UPLINK_HAS_V4, UPLINK_HAS_V6,
@@ -181,4 +185,35 @@ impl Nat {
             .get(reason)
             .packets
     }
+}
+
+/// The IP pools of the T2 topology: pods in natOutgoing pools, a remote cluster's range in
+/// disabled ones.
+pub fn t2_pool_deltas() -> Vec<Delta> {
+    let pool = |cidr: &str, nat_outgoing, disabled| {
+        Delta::PoolSet(NatPool {
+            cidr: cidr.parse().expect("cidr"),
+            nat_outgoing,
+            disabled,
+        })
+    };
+    vec![
+        pool("10.244.0.0/16", true, false),
+        pool("2001:db8:244::/48", true, false),
+        pool("10.99.0.0/16", false, true),
+        pool("2001:db8:99::/48", false, true),
+    ]
+}
+
+/// What an agent does at start-up, for NAT, in the calling thread's namespace: opens the
+/// dataplane (adopting what is pinned under `pin_root`), replays the T2 pools, puts NAT on
+/// `uplink` and completes the sync.
+pub fn start_nat(pin_root: &Path, uplink: &str) -> Result<KernelDataplane, DataplaneError> {
+    let mut dataplane = KernelDataplane::open(pin_root, StaticInterfaces::default())?;
+    for delta in t2_pool_deltas() {
+        dataplane.apply(&delta)?;
+    }
+    dataplane.set_nat_uplinks(&[Uplink::from_interface(uplink)?])?;
+    dataplane.sync_complete()?;
+    Ok(dataplane)
 }
