@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod conntrack;
+pub mod nat;
 pub mod net;
 pub mod policy;
 pub mod stats;

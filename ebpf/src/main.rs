@@ -1,6 +1,6 @@
 //! fedwall's kernel programs: the policy programs of pod interfaces ([`policy`], where the
-//! enforcement semantics are documented) and per-protocol counting programs, all built on
-//! one header parser ([`parse`]).
+//! enforcement semantics are documented), NAT-outgoing on uplinks ([`nat`]) and
+//! per-protocol counting programs, all built on one header parser ([`parse`]).
 #![no_std]
 #![no_main]
 #![expect(
@@ -8,6 +8,7 @@
     reason = "#[classifier] generates the extern entry point that takes the kernel's skb pointer"
 )]
 
+mod nat;
 mod parse;
 mod policy;
 

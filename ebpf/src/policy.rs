@@ -89,7 +89,7 @@ static VERDICTS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(VERDICT_ENTRIE
 #[map(name = "fw_flow_events_v1")]
 static FLOW_EVENTS: RingBuf = RingBuf::pinned(FLOW_EVENTS_BYTES, 0);
 #[map(name = "fw_conntrack_v1")]
-static CONNTRACK: LruHashMap<ConntrackKey, ConntrackValue> =
+pub(crate) static CONNTRACK: LruHashMap<ConntrackKey, ConntrackValue> =
     LruHashMap::pinned(CONNTRACK_ENTRIES, 0);
 #[map(name = "fw_fragments_v1")]
 static FRAGMENTS: LruHashMap<FragmentKey, FragmentValue> =

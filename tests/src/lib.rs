@@ -3,6 +3,7 @@
 //! BPF_PROG_TEST_RUN, policy-program helpers, and root-skip accounting.
 
 pub mod bpffs;
+pub mod nat;
 pub mod netns;
 pub mod packet;
 pub mod policy;

@@ -16,6 +16,9 @@ pub enum Bench {
     /// The policy datapath through BPF_PROG_TEST_RUN (needs root): per-packet cost by rule
     /// count and set size, and applying set members from userspace.
     Datapath,
+    /// NAT-outgoing through BPF_PROG_TEST_RUN (needs root): established translation against
+    /// the conntrack lookup alone, new mappings, 100,000 mappings held.
+    Nat,
 }
 
 pub fn run(root: &Path, bench: Bench) -> anyhow::Result<ExitCode> {
@@ -45,6 +48,7 @@ pub fn run(root: &Path, bench: Bench) -> anyhow::Result<ExitCode> {
                 ],
             ),
         ),
+        Bench::Nat => step("bench nat (release build)", crate::bench_nat::command(root)),
     };
     Ok(if ok {
         ExitCode::SUCCESS

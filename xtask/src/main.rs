@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser};
 
 mod bench;
+mod bench_nat;
 
 /// fedwall's developer tasks.
 #[derive(Debug, Parser)]

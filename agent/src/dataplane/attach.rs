@@ -2,9 +2,12 @@
 //! ordered, owned by a link, atomically replaceable), a filter on a clsact qdisc otherwise.
 
 use std::fmt;
+use std::path::Path;
 
 use aya::programs::{
     LinkOrder, ProgramError,
+    links::{FdLink, PinnedLink},
+    tc::SchedClassifierLink,
     tc::{self, NlOptions, SchedClassifierLinkId, TcAttach, TcAttachType, TcError},
 };
 use fedwall_common::stats::Direction;
@@ -165,5 +168,63 @@ impl KernelPrograms {
                 mode,
                 source,
             })
+    }
+}
+
+/// Why [`KernelPrograms::attach_pinned`] failed: the pin (file or link object), or the
+/// attach itself.
+pub(crate) enum PinnedAttachError {
+    Pin(std::io::Error),
+    Attach(DataplaneError),
+}
+
+impl KernelPrograms {
+    /// Attaches `program` to `ifindex` with a TCX link pinned at `path`, so it outlives the
+    /// process. With `adopt` (a link an earlier instance pinned there) the link gets the
+    /// new program in place (`bpf_link_update`: no moment without a program); otherwise a
+    /// new link is made and pinned. Returns our fd of the link.
+    pub(crate) fn attach_pinned(
+        &mut self,
+        program: TcProgram,
+        ifindex: u32,
+        path: &Path,
+        adopt: bool,
+    ) -> Result<FdLink, PinnedAttachError> {
+        let pin_error = |e: &dyn std::error::Error| {
+            PinnedAttachError::Pin(std::io::Error::other(e.to_string()))
+        };
+        let attach_error = |source| {
+            PinnedAttachError::Attach(DataplaneError::Attach {
+                program: program.name(),
+                ifindex,
+                mode: AttachMode::Tcx,
+                source,
+            })
+        };
+        let classifier = self
+            .program_mut(program)
+            .map_err(PinnedAttachError::Attach)?;
+        let link_id = if adopt {
+            let pinned = PinnedLink::from_pin(path).map_err(|e| pin_error(&e))?;
+            let link =
+                SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| pin_error(&e))?;
+            classifier.attach_to_link(link).map_err(attach_error)?
+        } else {
+            classifier
+                .attach(
+                    ifindex,
+                    TcAttach::Tcx {
+                        attach_type: attach_type(program.direction()),
+                        order: LinkOrder::default(),
+                    },
+                )
+                .map_err(attach_error)?
+        };
+        let link = classifier.take_link(link_id).map_err(attach_error)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| pin_error(&e))?;
+        if path.exists() {
+            return Ok(fd_link);
+        }
+        Ok(FdLink::from(fd_link.pin(path).map_err(|e| pin_error(&e))?))
     }
 }

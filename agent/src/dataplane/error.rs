@@ -126,4 +126,16 @@ pub enum DataplaneError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot use {uplink} as a NAT-outgoing uplink: {reason}; name an interface that has \
+         a global address, or give its address explicitly"
+    )]
+    NatUplink { uplink: String, reason: String },
+    #[error("cannot pin or open the NAT link {path} of uplink {uplink}")]
+    NatLink {
+        uplink: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -11,6 +11,7 @@ pub mod desired;
 mod error;
 pub mod kernel;
 mod memory;
+pub mod nat;
 mod programs;
 mod stats;
 
@@ -24,6 +25,7 @@ pub use kernel::{
     InterfaceResolver, KernelDataplane, RouteLookup, StaticInterfaces, VerdictCounts,
 };
 pub use memory::{Decision, Flow, MemoryDataplane};
+pub use nat::{NatCounts, Uplink};
 pub use programs::{KernelPrograms, TcProgram};
 pub use stats::ProtoStats;
 

@@ -26,14 +26,22 @@ pub enum TcProgram {
     /// Enforces a pod's egress policy: on the ingress hook of the pod's host-side veth,
     /// where traffic from the pod enters the host.
     PolicyFromPod,
+    /// NAT-outgoing on an uplink's egress hook: translates the source of new and
+    /// established flows from natOutgoing pools.
+    NatEgress,
+    /// NAT-outgoing on an uplink's ingress hook: translates replies (and ICMP errors about
+    /// translated flows) back to the pod.
+    NatIngress,
 }
 
 impl TcProgram {
-    pub const ALL: [TcProgram; 4] = [
+    pub const ALL: [TcProgram; 6] = [
         TcProgram::CountIngress,
         TcProgram::CountEgress,
         TcProgram::PolicyToPod,
         TcProgram::PolicyFromPod,
+        TcProgram::NatEgress,
+        TcProgram::NatIngress,
     ];
     pub const COUNTERS: [TcProgram; 2] = [TcProgram::CountIngress, TcProgram::CountEgress];
 
@@ -44,14 +52,20 @@ impl TcProgram {
             TcProgram::CountEgress => "fw_cnt_egress",
             TcProgram::PolicyToPod => "fw_pol_to_pod",
             TcProgram::PolicyFromPod => "fw_pol_from_pod",
+            TcProgram::NatEgress => "fw_nat_egress",
+            TcProgram::NatIngress => "fw_nat_ingress",
         }
     }
 
     /// The TC hook the program runs on.
     pub const fn direction(self) -> Direction {
         match self {
-            TcProgram::CountIngress | TcProgram::PolicyFromPod => Direction::Ingress,
-            TcProgram::CountEgress | TcProgram::PolicyToPod => Direction::Egress,
+            TcProgram::CountIngress | TcProgram::PolicyFromPod | TcProgram::NatIngress => {
+                Direction::Ingress
+            }
+            TcProgram::CountEgress | TcProgram::PolicyToPod | TcProgram::NatEgress => {
+                Direction::Egress
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use aya::maps::{
     Array, HashMap as BpfHashMap, Map, MapError, PerCpuArray, PerCpuValues, RingBuf,
     lpm_trie::{Key, LpmTrie},
 };
-use aya::programs::{LinkOrder, links::FdLink, tc::SchedClassifierLink, tc::TcAttach};
+use aya::programs::links::FdLink;
 use fedwall_common::conntrack::CONNTRACK_MAP;
 use fedwall_common::policy::{
     ENDPOINTS_MAP, EndpointEntry, FLOW_EVENTS_MAP, FRAGMENTS_MAP, FlowEvent, IPSET_CLASSES_MAP,
@@ -34,6 +34,8 @@ pub use interfaces::{InterfaceResolver, RouteLookup, StaticInterfaces};
 use ipsets::{LimitHit, Prefix, SetIndex, SetWrite};
 use tables::{EncodeError, RangeAllocator};
 
+use super::attach::PinnedAttachError;
+use super::nat::{NAT_LINK_PREFIX, NAT_MAPS, NatCounts, NatState, Uplink};
 use super::{
     Dataplane, DataplaneError, Delta, EndpointName, KernelPrograms, LocalEndpoint, PolicyDirection,
     RuleTable, TcProgram, Verdict,
@@ -121,7 +123,7 @@ impl VerdictCounts {
     }
 }
 
-fn sum(values: &PerCpuValues<PacketCounter>) -> PacketCounter {
+pub(crate) fn sum(values: &PerCpuValues<PacketCounter>) -> PacketCounter {
     values
         .iter()
         .fold(PacketCounter::default(), |total, cpu| PacketCounter {
@@ -142,12 +144,12 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
 }
 
 /// Whether a map write failed because the map is full.
-fn is_full(error: &MapError) -> bool {
+pub(crate) fn is_full(error: &MapError) -> bool {
     matches!(error, MapError::SyscallError(e)
         if matches!(e.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC | libc::ENOMEM)))
 }
 
-fn is_missing(error: &MapError) -> bool {
+pub(crate) fn is_missing(error: &MapError) -> bool {
     matches!(error, MapError::KeyNotFound)
         || matches!(error, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::ENOENT))
 }
@@ -167,6 +169,7 @@ pub struct KernelDataplane {
     next_endpoint_id: u32,
     rejected: u64,
     nr_cpus: usize,
+    nat: NatState,
 }
 
 impl KernelDataplane {
@@ -177,6 +180,7 @@ impl KernelDataplane {
         resolver: impl InterfaceResolver + Send + 'static,
     ) -> Result<Self, DataplaneError> {
         let programs = KernelPrograms::load(pin_root)?;
+        let nat = NatState::adopt(&programs)?;
         let nr_cpus = aya::util::nr_cpus()
             .map(|n| n.get() as usize)
             .map_err(|(_, source)| DataplaneError::PinRoot {
@@ -195,6 +199,7 @@ impl KernelDataplane {
             next_endpoint_id: 1,
             rejected: 0,
             nr_cpus,
+            nat,
         };
         dataplane.adopt()?;
         Ok(dataplane)
@@ -245,6 +250,17 @@ impl KernelDataplane {
             PerCpuArray::<_, PacketCounter>::try_from(map).map_err(map_err(RULE_COUNTERS_MAP))?;
         let values = array.get(&slot, 0).map_err(map_err(RULE_COUNTERS_MAP))?;
         Ok(sum(&values))
+    }
+
+    /// Makes `uplinks` the interfaces NAT-outgoing runs on (see [`Uplink::default_routes`]
+    /// for the default), attaching its programs with pinned links.
+    pub fn set_nat_uplinks(&mut self, uplinks: &[Uplink]) -> Result<(), DataplaneError> {
+        self.nat.set_uplinks(&mut self.programs, uplinks)
+    }
+
+    /// NAT packets per reason, summed over CPUs.
+    pub fn nat_counts(&self) -> Result<NatCounts, DataplaneError> {
+        NatCounts::read(self.map(fedwall_common::nat::NAT_STATS_MAP)?)
     }
 
     pub fn verdicts(&self) -> Result<VerdictCounts, DataplaneError> {
@@ -591,44 +607,20 @@ impl KernelDataplane {
                 path: path.to_owned(),
                 source,
             };
-            let classifier = self.programs.program_mut(program)?;
-            let attach_error = |source| DataplaneError::Attach {
-                program: program.name(),
-                ifindex,
-                mode: super::AttachMode::Tcx,
-                source,
+            let adopt = match self.adopted_links.iter().position(|p| *p == path) {
+                Some(position) => {
+                    self.adopted_links.swap_remove(position);
+                    true
+                }
+                None => false,
             };
-            let link_id = if let Some(position) = self.adopted_links.iter().position(|p| *p == path)
-            {
-                self.adopted_links.swap_remove(position);
-                let pinned = aya::programs::links::PinnedLink::from_pin(&path)
-                    .map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-                let link = SchedClassifierLink::try_from(FdLink::from(pinned))
-                    .map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-                classifier.attach_to_link(link).map_err(attach_error)?
-            } else {
-                classifier
-                    .attach(
-                        ifindex,
-                        TcAttach::Tcx {
-                            attach_type: super::attach::attach_type(program.direction()),
-                            order: LinkOrder::default(),
-                        },
-                    )
-                    .map_err(attach_error)?
-            };
-            let link = classifier.take_link(link_id).map_err(attach_error)?;
-            let fd_link =
-                FdLink::try_from(link).map_err(|e| link_error(&path, std::io::Error::other(e)))?;
-            let fd_link = if path.exists() {
-                fd_link
-            } else {
-                FdLink::from(
-                    fd_link
-                        .pin(&path)
-                        .map_err(|e| link_error(&path, std::io::Error::other(e)))?,
-                )
-            };
+            let fd_link = self
+                .programs
+                .attach_pinned(program, ifindex, &path, adopt)
+                .map_err(|error| match error {
+                    PinnedAttachError::Pin(source) => link_error(&path, source),
+                    PinnedAttachError::Attach(error) => error,
+                })?;
             held.push(HeldLink {
                 path,
                 _link: fd_link,
@@ -697,8 +689,8 @@ impl KernelDataplane {
                     self.remove_installed(installed)?;
                 }
             }
-            // NAT pools are enforced by the NAT program (a later issue).
-            Delta::PoolSet(_) | Delta::PoolDeleted { .. } => {}
+            Delta::PoolSet(pool) => self.nat.pool_set(&mut self.programs, pool)?,
+            Delta::PoolDeleted { cidr } => self.nat.pool_deleted(&mut self.programs, cidr)?,
         }
         Ok(())
     }
@@ -711,14 +703,17 @@ impl KernelDataplane {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-                if is_file && name.starts_with("fw_") && !CURRENT_MAPS.contains(&name.as_str()) {
+                let current =
+                    CURRENT_MAPS.contains(&name.as_str()) || NAT_MAPS.contains(&name.as_str());
+                if is_file && name.starts_with("fw_") && !current {
                     remove_pin(&entry.path())?;
                 }
             }
         }
         if let Ok(entries) = std::fs::read_dir(root.join(LINKS_DIR)) {
             for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with(LINK_PREFIX) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(LINK_PREFIX) && !name.starts_with(NAT_LINK_PREFIX) {
                     remove_pin(&entry.path())?;
                 }
             }
@@ -727,7 +722,7 @@ impl KernelDataplane {
     }
 }
 
-fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
+pub(crate) fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
     match std::fs::remove_file(path) {
         Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
             Err(DataplaneError::StalePin {
@@ -763,6 +758,7 @@ impl Dataplane for KernelDataplane {
             self.apply_set_writes(writes)?;
             self.adopting = false;
         }
+        self.nat.sync_complete(&mut self.programs)?;
         // Adopted endpoints calc did not replay are gone: their links, entries, tables.
         for path in std::mem::take(&mut self.adopted_links) {
             remove_pin(&path)?;

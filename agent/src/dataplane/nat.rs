@@ -1,0 +1,453 @@
+//! NAT-outgoing in the kernel dataplane: IP pools and the node's addresses go into the NAT
+//! prefix trie, each uplink (address per family, port range) into the uplink map, and the
+//! NAT programs onto the uplinks with pinned TCX links, so translation and its mappings
+//! (in the pinned conntrack table) outlive the agent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aya::maps::{
+    HashMap as BpfHashMap, Map, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie,
+};
+use aya::programs::links::FdLink;
+use fedwall_common::nat::{
+    NAT_PORT_FIRST, NAT_PORT_LAST, NAT_PREFIX_ENTRIES, NAT_PREFIXES_MAP, NAT_STATS_MAP,
+    NAT_UPLINKS_MAP, NatPrefix, NatReason, NatUplink, PREFIX_DISABLED, PREFIX_NAT_OUTGOING,
+    PREFIX_NODE_ADDRESS, PREFIX_POOL, UPLINK_HAS_V4, UPLINK_HAS_V6,
+};
+use fedwall_common::policy::PacketCounter;
+use ipnet::IpNet;
+
+use super::attach::PinnedAttachError;
+use super::kernel::ipsets::{Prefix, addr_bytes};
+use super::kernel::{is_full, is_missing, remove_pin, sum};
+use super::{DataplaneError, KernelPrograms, NatPool, TcProgram};
+
+/// The NAT maps, for the stale-pin sweep.
+pub const NAT_MAPS: [&str; 3] = [NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NAT_STATS_MAP];
+/// Prefix of NAT link pins (under the pin root's `links/`): `fw_nat_v1_<ifindex>_<dir>`.
+pub const NAT_LINK_PREFIX: &str = "fw_nat_v1_";
+const LINKS_DIR: &str = "links";
+
+/// An interface translated flows leave through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    pub name: String,
+    pub ifindex: u32,
+    /// The address IPv4 flows leave with; without one IPv4 is not translated here.
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    /// Source ports (and ICMP echo identifiers) handed out per peer.
+    pub ports: RangeInclusive<u16>,
+}
+
+impl Uplink {
+    /// The interface `name` of the calling thread's namespace, with its first global
+    /// address of each family (`ip -j addr show dev <name>`) and the default port range.
+    pub fn from_interface(name: &str) -> Result<Uplink, DataplaneError> {
+        let fail = |reason: String| DataplaneError::NatUplink {
+            uplink: name.to_owned(),
+            reason,
+        };
+        let links: Vec<serde_json::Value> =
+            ip_json(&["addr", "show", "dev", name]).map_err(fail)?;
+        let link = links
+            .first()
+            .ok_or_else(|| fail("no such interface".to_owned()))?;
+        let ifindex =
+            link.get("ifindex")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| fail("iproute2 reported no ifindex".to_owned()))? as u32;
+        let mut uplink = Uplink {
+            name: name.to_owned(),
+            ifindex,
+            v4: None,
+            v6: None,
+            ports: NAT_PORT_FIRST..=NAT_PORT_LAST,
+        };
+        let addrs = link.get("addr_info").and_then(serde_json::Value::as_array);
+        for info in addrs.into_iter().flatten() {
+            let global = info.get("scope").and_then(serde_json::Value::as_str) == Some("global");
+            let local = info
+                .get("local")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|a| a.parse::<IpAddr>().ok());
+            match (global, local) {
+                (true, Some(IpAddr::V4(v4))) if uplink.v4.is_none() => uplink.v4 = Some(v4),
+                (true, Some(IpAddr::V6(v6))) if uplink.v6.is_none() => uplink.v6 = Some(v6),
+                _ => {}
+            }
+        }
+        if uplink.v4.is_none() && uplink.v6.is_none() {
+            return Err(fail("it has no global address to translate to".to_owned()));
+        }
+        Ok(uplink)
+    }
+
+    /// The interfaces of the default routes (IPv4 and IPv6) of the calling thread's
+    /// namespace: NAT-outgoing's default uplinks.
+    pub fn default_routes() -> Result<Vec<Uplink>, DataplaneError> {
+        let mut names = BTreeSet::new();
+        for family in ["-4", "-6"] {
+            let routes: Vec<serde_json::Value> = ip_json(&[family, "route", "show", "default"])
+                .map_err(|reason| DataplaneError::NatUplink {
+                    uplink: "(default route)".to_owned(),
+                    reason,
+                })?;
+            names.extend(
+                routes
+                    .iter()
+                    .filter_map(|r| r.get("dev").and_then(serde_json::Value::as_str))
+                    .map(str::to_owned),
+            );
+        }
+        names
+            .iter()
+            .map(|name| Uplink::from_interface(name))
+            .collect()
+    }
+
+    fn entry(&self) -> NatUplink {
+        let mut entry = NatUplink {
+            port_first: *self.ports.start(),
+            port_last: *self.ports.end(),
+            ..NatUplink::default()
+        };
+        if let Some(v4) = self.v4 {
+            entry.addr_v4 = addr_bytes(IpAddr::V4(v4));
+            entry.flags |= UPLINK_HAS_V4;
+        }
+        if let Some(v6) = self.v6 {
+            entry.addr_v6 = addr_bytes(IpAddr::V6(v6));
+            entry.flags |= UPLINK_HAS_V6;
+        }
+        entry
+    }
+
+    fn addrs(&self) -> impl Iterator<Item = IpNet> {
+        let v4 = self.v4.map(|a| IpNet::from(IpAddr::V4(a)));
+        let v6 = self.v6.map(|a| IpNet::from(IpAddr::V6(a)));
+        v4.into_iter().chain(v6)
+    }
+}
+
+fn ip_json(args: &[&str]) -> Result<Vec<serde_json::Value>, String> {
+    let output = Command::new("ip")
+        .arg("-j")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip {}`: {e}", args.join(" ")))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("unreadable `ip {}` output: {e}", args.join(" ")))
+}
+
+/// NAT packets per reason, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NatCounts {
+    counters: Vec<PacketCounter>,
+}
+
+impl NatCounts {
+    pub fn get(&self, reason: NatReason) -> PacketCounter {
+        self.counters
+            .get(reason as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Reads the counters of loaded programs.
+    pub fn of(programs: &KernelPrograms) -> Result<Self, DataplaneError> {
+        Self::read(programs.map(NAT_STATS_MAP)?)
+    }
+
+    pub(super) fn read(map: &Map) -> Result<Self, DataplaneError> {
+        let array =
+            PerCpuArray::<_, PacketCounter>::try_from(map).map_err(map_err(NAT_STATS_MAP))?;
+        let counters = NatReason::ALL
+            .iter()
+            .map(|reason| array.get(&(*reason as u32), 0).map(|values| sum(&values)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err(NAT_STATS_MAP))?;
+        Ok(NatCounts { counters })
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+/// An uplink NAT runs on, and the pinned links holding its programs.
+#[derive(Debug)]
+struct HeldUplink {
+    uplink: Uplink,
+    links: Vec<FdLink>,
+    pins: Vec<PathBuf>,
+}
+
+/// What NAT holds in the kernel, and what it was told.
+#[derive(Debug, Default)]
+pub struct NatState {
+    pools: BTreeMap<IpNet, NatPool>,
+    uplinks: BTreeMap<u32, HeldUplink>,
+    /// Prefixes found in the trie at start-up and not yet re-asserted.
+    adopted: BTreeSet<IpNet>,
+    /// The flags last written per prefix.
+    written: BTreeMap<IpNet, u32>,
+}
+
+impl NatState {
+    /// Reads what an earlier instance left in the trie: it stays in force until
+    /// [`NatState::sync_complete`].
+    pub fn adopt(programs: &KernelPrograms) -> Result<Self, DataplaneError> {
+        let trie = LpmTrie::<_, [u8; 16], NatPrefix>::try_from(programs.map(NAT_PREFIXES_MAP)?)
+            .map_err(map_err(NAT_PREFIXES_MAP))?;
+        let mut state = NatState::default();
+        for item in trie.iter() {
+            let (key, value) = item.map_err(map_err(NAT_PREFIXES_MAP))?;
+            let net = net_of(key.data(), key.prefix_len());
+            state.adopted.insert(net);
+            state.written.insert(net, value.flags);
+        }
+        Ok(state)
+    }
+
+    /// What the trie must say of `net`: the flags of its pool and of node addresses.
+    fn desired_flags(&self, net: &IpNet) -> u32 {
+        let mut flags = 0;
+        if let Some(pool) = self.pools.get(net) {
+            flags |= PREFIX_POOL;
+            if pool.nat_outgoing {
+                flags |= PREFIX_NAT_OUTGOING;
+            }
+            if pool.disabled {
+                flags |= PREFIX_DISABLED;
+            }
+        }
+        if self
+            .uplinks
+            .values()
+            .any(|u| u.uplink.addrs().any(|a| a == *net))
+        {
+            flags |= PREFIX_NODE_ADDRESS;
+        }
+        flags
+    }
+
+    /// Writes (or removes) `net`'s entry so it says what is desired.
+    fn sync_prefix(
+        &mut self,
+        programs: &mut KernelPrograms,
+        net: IpNet,
+    ) -> Result<(), DataplaneError> {
+        let flags = self.desired_flags(&net);
+        self.adopted.remove(&net);
+        if self.written.get(&net).copied().unwrap_or(0) == flags {
+            return Ok(());
+        }
+        let prefix = Prefix::of(&net);
+        let key = Key::new(u32::from(prefix.len), prefix.bytes());
+        let mut trie =
+            LpmTrie::<_, [u8; 16], NatPrefix>::try_from(programs.map_mut(NAT_PREFIXES_MAP)?)
+                .map_err(map_err(NAT_PREFIXES_MAP))?;
+        if flags == 0 {
+            match trie.remove(&key) {
+                Err(e) if !is_missing(&e) => return Err(map_err(NAT_PREFIXES_MAP)(e)),
+                _ => {}
+            }
+            self.written.remove(&net);
+        } else {
+            trie.insert(&key, &NatPrefix { flags }, 0).map_err(|e| {
+                if is_full(&e) {
+                    DataplaneError::MapFull {
+                        map: NAT_PREFIXES_MAP,
+                        object: format!("IP pool or node address {net}"),
+                        limit: NAT_PREFIX_ENTRIES as usize,
+                    }
+                } else {
+                    map_err(NAT_PREFIXES_MAP)(e)
+                }
+            })?;
+            self.written.insert(net, flags);
+        }
+        Ok(())
+    }
+
+    pub fn pool_set(
+        &mut self,
+        programs: &mut KernelPrograms,
+        pool: &NatPool,
+    ) -> Result<(), DataplaneError> {
+        let net = pool.cidr.trunc();
+        let previous = self.pools.insert(net, NatPool { cidr: net, ..*pool });
+        let result = self.sync_prefix(programs, net);
+        if result.is_err() {
+            match previous {
+                Some(previous) => self.pools.insert(net, previous),
+                None => self.pools.remove(&net),
+            };
+        }
+        result
+    }
+
+    pub fn pool_deleted(
+        &mut self,
+        programs: &mut KernelPrograms,
+        cidr: &IpNet,
+    ) -> Result<(), DataplaneError> {
+        let net = cidr.trunc();
+        self.pools.remove(&net);
+        self.sync_prefix(programs, net)
+    }
+
+    /// Makes `uplinks` the set NAT runs on: their entries and node addresses written, the
+    /// programs attached (a pinned link of an earlier instance gets the new program in
+    /// place, so translation never stops), and uplinks no longer listed detached.
+    pub fn set_uplinks(
+        &mut self,
+        programs: &mut KernelPrograms,
+        uplinks: &[Uplink],
+    ) -> Result<(), DataplaneError> {
+        let wanted: BTreeSet<u32> = uplinks.iter().map(|u| u.ifindex).collect();
+        let gone: Vec<u32> = self
+            .uplinks
+            .keys()
+            .filter(|i| !wanted.contains(i))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            if let Some(held) = self.uplinks.remove(&ifindex) {
+                self.remove_uplink(programs, held)?;
+            }
+        }
+        for uplink in uplinks {
+            let mut map =
+                BpfHashMap::<_, u32, NatUplink>::try_from(programs.map_mut(NAT_UPLINKS_MAP)?)
+                    .map_err(map_err(NAT_UPLINKS_MAP))?;
+            map.insert(&uplink.ifindex, &uplink.entry(), 0)
+                .map_err(map_err(NAT_UPLINKS_MAP))?;
+            let previous = self.uplinks.remove(&uplink.ifindex);
+            let (links, pins) = match previous {
+                Some(held) => {
+                    for net in held.uplink.addrs() {
+                        self.sync_prefix(programs, net)?;
+                    }
+                    (held.links, held.pins)
+                }
+                None => attach(programs, uplink)?,
+            };
+            self.uplinks.insert(
+                uplink.ifindex,
+                HeldUplink {
+                    uplink: uplink.clone(),
+                    links,
+                    pins,
+                },
+            );
+            for net in uplink.addrs() {
+                self.sync_prefix(programs, net)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_uplink(
+        &mut self,
+        programs: &mut KernelPrograms,
+        held: HeldUplink,
+    ) -> Result<(), DataplaneError> {
+        for pin in &held.pins {
+            remove_pin(pin)?;
+        }
+        let mut map = BpfHashMap::<_, u32, NatUplink>::try_from(programs.map_mut(NAT_UPLINKS_MAP)?)
+            .map_err(map_err(NAT_UPLINKS_MAP))?;
+        match map.remove(&held.uplink.ifindex) {
+            Err(e) if !is_missing(&e) => return Err(map_err(NAT_UPLINKS_MAP)(e)),
+            _ => {}
+        }
+        let addrs: Vec<IpNet> = held.uplink.addrs().collect();
+        drop(held);
+        for net in addrs {
+            self.sync_prefix(programs, net)?;
+        }
+        Ok(())
+    }
+
+    /// The full desired state was replayed: prefixes nobody re-asserted go.
+    pub fn sync_complete(&mut self, programs: &mut KernelPrograms) -> Result<(), DataplaneError> {
+        for net in std::mem::take(&mut self.adopted) {
+            self.sync_prefix(programs, net)?;
+        }
+        Ok(())
+    }
+
+    pub fn uplinks(&self) -> impl Iterator<Item = &Uplink> {
+        self.uplinks.values().map(|held| &held.uplink)
+    }
+}
+
+fn net_of(bytes: [u8; 16], len: u32) -> IpNet {
+    let v6 = Ipv6Addr::from(bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) if len >= 96 => IpNet::new(IpAddr::V4(v4), (len - 96) as u8),
+        _ => IpNet::new(IpAddr::V6(v6), len as u8),
+    }
+    .unwrap_or_else(|_| IpNet::from(IpAddr::V6(v6)))
+}
+
+/// Attaches both NAT programs to the uplink: a link pinned by an earlier instance gets the
+/// new program in place; otherwise a new TCX link is made and pinned.
+fn attach(
+    programs: &mut KernelPrograms,
+    uplink: &Uplink,
+) -> Result<(Vec<FdLink>, Vec<PathBuf>), DataplaneError> {
+    let links_dir = programs.pin_root().join(LINKS_DIR);
+    let link_error = |path: &Path, source: std::io::Error| DataplaneError::NatLink {
+        uplink: uplink.name.clone(),
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(&links_dir).map_err(|e| link_error(&links_dir, e))?;
+    let mut links = Vec::new();
+    let mut pins = Vec::new();
+    for program in [TcProgram::NatEgress, TcProgram::NatIngress] {
+        let path = links_dir.join(format!(
+            "{NAT_LINK_PREFIX}{}_{}",
+            uplink.ifindex,
+            program.direction().name()
+        ));
+        let adopt = path.exists();
+        let fd_link = programs
+            .attach_pinned(program, uplink.ifindex, &path, adopt)
+            .map_err(|error| match error {
+                PinnedAttachError::Pin(source) => link_error(&path, source),
+                PinnedAttachError::Attach(error) => error,
+            })?;
+        links.push(fd_link);
+        pins.push(path);
+    }
+    Ok((links, pins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trie_keys_read_back_as_the_cidrs_written() {
+        for text in ["10.244.0.0/16", "192.0.2.7/32", "2001:db8:99::/48", "::/0"] {
+            let net: IpNet = text.parse().expect("cidr");
+            let prefix = Prefix::of(&net);
+            assert_eq!(net_of(prefix.bytes(), u32::from(prefix.len)), net, "{text}");
+        }
+    }
+}

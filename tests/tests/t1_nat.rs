@@ -1,0 +1,244 @@
+//! T1: the NAT-outgoing programs through BPF_PROG_TEST_RUN. A pod's packet to an address
+//! outside every pool leaves with the uplink's address and a port of its range; replies and
+//! ICMP errors about the flow come back as the pod sent it, checked byte for byte (so every
+//! checksum, the quoted ones included, is the one a fresh packet would have). Packets to a
+//! pool (enabled or disabled) or to the node, and packets from outside natOutgoing pools,
+//! pass untouched. A peer whose ports are all taken loses the new flow, not the old ones.
+
+use std::net::IpAddr;
+
+use fedwall::dataplane::TcProgram;
+use fedwall_common::nat::{NAT_PORT_FIRST, NAT_PORT_LAST, NatReason};
+use fedwall_tests::{
+    nat::{TC_ACT_SHOT, addrs, nat},
+    packet::{IcmpError, IpFamily, Packet, ParsedPacket, TcpFlags},
+    require_root,
+};
+
+/// One kind of flow: builds its packet `src:sport → dst:dport` (for echo the port is the
+/// identifier, and a reply when `reply`).
+#[derive(Clone, Copy, Debug)]
+enum Proto {
+    TcpSyn,
+    TcpSynAck,
+    Udp,
+    UdpNoChecksum,
+    Echo,
+}
+
+impl Proto {
+    fn packet(self, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Packet {
+        let p = Packet::ip(src, dst);
+        match self {
+            Proto::TcpSyn => p
+                .tcp(sport, dport)
+                .flags(TcpFlags::SYN)
+                .seq(1000)
+                .payload(b"hello"),
+            Proto::TcpSynAck => p
+                .tcp(sport, dport)
+                .flags(TcpFlags::SYN | TcpFlags::ACK)
+                .seq(5000)
+                .ack_number(1006),
+            Proto::Udp => p.udp(sport, dport).payload(b"query"),
+            Proto::UdpNoChecksum => p.udp(sport, dport).payload(b"odd").udp_zero_checksum(),
+            Proto::Echo => p.icmp_echo_request(sport, 1).payload(b"ping"),
+        }
+    }
+
+    fn reply(self) -> Proto {
+        match self {
+            Proto::TcpSyn => Proto::TcpSynAck,
+            other => other,
+        }
+    }
+
+    fn reply_packet(self, src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Packet {
+        match self {
+            Proto::Echo => Packet::ip(src, dst)
+                .icmp_echo_reply(dport, 1)
+                .payload(b"ping"),
+            other => other.reply().packet(src, sport, dst, dport),
+        }
+    }
+}
+
+/// The translated source port (or echo identifier) of a frame.
+fn source_port(frame: &[u8]) -> u16 {
+    let parsed = ParsedPacket::parse(frame).expect("parse the translated frame");
+    match parsed.ports() {
+        Some((sport, _)) => sport,
+        None => {
+            parsed
+                .icmp()
+                .and_then(|icmp| icmp.echo)
+                .expect("an echo")
+                .id
+        }
+    }
+}
+
+fn assert_valid(frame: &[u8], case: &str) {
+    let parsed = ParsedPacket::parse(frame).unwrap_or_else(|e| panic!("{case}: parse: {e}"));
+    if let Err(e) = parsed.verify_checksums() {
+        panic!("{case}: checksum: {e}");
+    }
+}
+
+#[test]
+fn flows_leave_with_the_node_address_and_replies_come_back_byte_for_byte() {
+    require_root!();
+    let mut nat = nat(NAT_PORT_FIRST..=NAT_PORT_LAST);
+    for family in IpFamily::ALL {
+        let a = addrs(family);
+        let protos = [Proto::TcpSyn, Proto::Udp, Proto::UdpNoChecksum, Proto::Echo];
+        for (index, proto) in protos.into_iter().enumerate() {
+            if matches!((family, proto), (IpFamily::V6, Proto::UdpNoChecksum)) {
+                // UDP's "no checksum" exists on IPv4 only (RFC 8200).
+                continue;
+            }
+            let case = format!("{family:?} {proto:?}");
+            // A port of its own per case, so each is a new flow.
+            let sport = 40000 + index as u16;
+            let dport = if matches!(proto, Proto::Echo) {
+                sport
+            } else {
+                443
+            };
+            let original = proto.packet(a.pod, sport, a.internet, dport).build();
+            let before = nat.count(NatReason::NewMapping);
+            let out = nat.egress(&original, &case);
+            let port = source_port(&out);
+            assert!(
+                (NAT_PORT_FIRST..=NAT_PORT_LAST).contains(&port),
+                "{case}: port {port} outside the uplink's range"
+            );
+            let dport = if matches!(proto, Proto::Echo) {
+                port
+            } else {
+                dport
+            };
+            let expected = proto.packet(a.node, port, a.internet, dport).build();
+            assert_eq!(out, expected, "{case}: the translated packet");
+            assert_valid(&out, &case);
+            assert_eq!(nat.count(NatReason::NewMapping), before + 1, "{case}");
+
+            // The flow's next packet uses the same mapping.
+            assert_eq!(nat.egress(&original, &case), expected, "{case}: again");
+
+            let reply = proto.reply_packet(a.internet, dport, a.node, port).build();
+            let back = nat.ingress(&reply, &case);
+            let dport_back = if matches!(proto, Proto::Echo) {
+                sport
+            } else {
+                dport
+            };
+            let expected_back = proto
+                .reply_packet(a.internet, dport_back, a.pod, sport)
+                .build();
+            assert_eq!(back, expected_back, "{case}: the reply, translated back");
+            assert_valid(&back, &case);
+        }
+    }
+}
+
+#[test]
+fn icmp_errors_about_a_translated_flow_reach_the_pod_with_its_own_packet_quoted() {
+    require_root!();
+    let mut nat = nat(NAT_PORT_FIRST..=NAT_PORT_LAST);
+    for family in IpFamily::ALL {
+        let a = addrs(family);
+        let cases = [
+            (Proto::Udp, IcmpError::PortUnreachable, false),
+            (Proto::TcpSyn, IcmpError::PacketTooBig { mtu: 1280 }, true),
+            (Proto::TcpSyn, IcmpError::PacketTooBig { mtu: 1280 }, false),
+            (Proto::Echo, IcmpError::TimeExceeded, false),
+        ];
+        for (index, (proto, kind, whole_quote)) in cases.into_iter().enumerate() {
+            let case = format!("{family:?} {proto:?} {kind:?} whole quote: {whole_quote}");
+            // A port of its own per case, so each is a new flow.
+            let sport = 41000 + index as u16;
+            let original = proto.packet(a.pod, sport, a.internet, 443).build();
+            let translated = nat.egress(&original, &case);
+            let quote = |frame: &[u8]| {
+                let parsed = ParsedPacket::parse(frame).expect("parse");
+                if whole_quote {
+                    frame[fedwall_tests::packet::ETH_HEADER_LEN..].to_vec()
+                } else {
+                    parsed.icmp_quote().to_vec()
+                }
+            };
+            let error = Packet::ip(a.internet, a.node)
+                .icmp_error(kind, quote(&translated))
+                .build();
+            let before = nat.count(NatReason::IcmpErrorReversed);
+            let back = nat.ingress(&error, &case);
+            let expected = Packet::ip(a.internet, a.pod)
+                .icmp_error(kind, quote(&original))
+                .build();
+            assert_eq!(back, expected, "{case}: the error, translated back");
+            assert_valid(&back, &case);
+            assert_eq!(
+                nat.count(NatReason::IcmpErrorReversed),
+                before + 1,
+                "{case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn excluded_destinations_and_sources_pass_untouched() {
+    require_root!();
+    let mut nat = nat(NAT_PORT_FIRST..=NAT_PORT_LAST);
+    for family in IpFamily::ALL {
+        let a = addrs(family);
+        let cases = [
+            ("to an enabled pool", a.pod, a.in_pool),
+            ("to a disabled pool", a.pod, a.in_disabled_pool),
+            ("to the node's address", a.pod, a.node),
+            ("from the node itself", a.node, a.internet),
+        ];
+        for (what, src, dst) in cases {
+            for proto in [Proto::TcpSyn, Proto::Udp, Proto::Echo] {
+                let case = format!("{family:?} {proto:?} {what}");
+                let frame = proto.packet(src, 40000, dst, 40000).build();
+                let before = nat.count(NatReason::NotEligible);
+                assert_eq!(nat.egress(&frame, &case), frame, "{case}: untouched");
+                assert_eq!(nat.count(NatReason::NotEligible), before + 1, "{case}");
+            }
+        }
+        // A reply to nothing we translated is not ours either.
+        let stray = Proto::Udp.packet(a.internet, 53, a.node, 61234).build();
+        assert_eq!(nat.ingress(&stray, "stray reply"), stray);
+    }
+}
+
+#[test]
+fn a_peer_out_of_ports_loses_the_new_flow_and_keeps_the_old_ones() {
+    require_root!();
+    let mut nat = nat(62000..=62001);
+    for family in IpFamily::ALL {
+        let a = addrs(family);
+        let flow = |pod| Proto::Udp.packet(pod, 5000, a.internet, 53).build();
+        let first = nat.egress(&flow(a.pod), "first");
+        let second = nat.egress(&flow(a.other_pod), "second");
+        assert_ne!(
+            source_port(&first),
+            source_port(&second),
+            "one port per flow"
+        );
+        let before = nat.count(NatReason::DropPortsExhausted);
+        let (verdict, _) = nat.run(TcProgram::NatEgress, &flow(a.third_pod));
+        assert_eq!(
+            verdict, TC_ACT_SHOT,
+            "{family:?}: the third flow has no port"
+        );
+        assert_eq!(nat.count(NatReason::DropPortsExhausted), before + 1);
+        assert_eq!(nat.egress(&flow(a.pod), "first again"), first);
+        assert_eq!(nat.egress(&flow(a.other_pod), "second again"), second);
+        // Another peer has all its ports free.
+        let elsewhere = Proto::Udp.packet(a.third_pod, 5000, a.internet, 54).build();
+        nat.egress(&elsewhere, "other peer port");
+    }
+}
