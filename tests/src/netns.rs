@@ -130,6 +130,31 @@ pub fn veth(a: End<'_>, b: End<'_>) {
     }
 }
 
+/// The usual T2 shape: a "node" namespace whose `veth-pod` (192.0.2.1, 2001:db8::1) leads
+/// to a "pod" namespace's `eth0` (192.0.2.2, 2001:db8::2).
+pub struct PodOnNode {
+    pub node: NetNs,
+    pub pod: NetNs,
+}
+
+pub fn pod_on_node() -> PodOnNode {
+    let node = NetNs::new();
+    let pod = NetNs::new();
+    veth(
+        End {
+            ns: &node,
+            ifname: "veth-pod",
+            addrs: &["192.0.2.1/24", "2001:db8::1/64"],
+        },
+        End {
+            ns: &pod,
+            ifname: "eth0",
+            addrs: &["192.0.2.2/24", "2001:db8::2/64"],
+        },
+    );
+    PodOnNode { node, pod }
+}
+
 /// Runs `command` (about namespace `ns`), panics with its output unless it succeeds, and
 /// returns its stdout.
 fn run_checked(command: &mut Command, ns: &str) -> String {

@@ -6,7 +6,7 @@ use fedwall::dataplane::{AttachMode, AttachPolicy, KernelPrograms, ProtoStats, T
 use fedwall_common::stats::{Direction, ProtoClass};
 use fedwall_tests::{
     bpffs::Bpffs,
-    netns::{End, NetNs, veth},
+    netns::{NetNs, PodOnNode, pod_on_node},
     require_root,
 };
 
@@ -16,30 +16,6 @@ const NODE_V6: &str = "2001:db8::1";
 const POD_V6: &str = "2001:db8::2";
 const PINGS: u64 = 3;
 
-struct Topology {
-    node: NetNs,
-    pod: NetNs,
-}
-
-/// A "node" namespace whose `veth-pod` leads to a "pod" namespace's `eth0`.
-fn topology() -> Topology {
-    let node = NetNs::new();
-    let pod = NetNs::new();
-    veth(
-        End {
-            ns: &node,
-            ifname: "veth-pod",
-            addrs: &["192.0.2.1/24", "2001:db8::1/64"],
-        },
-        End {
-            ns: &pod,
-            ifname: "eth0",
-            addrs: &["192.0.2.2/24", "2001:db8::2/64"],
-        },
-    );
-    Topology { node, pod }
-}
-
 fn ping(from: &NetNs, to: &str) {
     let count = PINGS.to_string();
     from.run(&["ping", "-c", &count, "-i", "0.05", "-W", "2", "-q", to]);
@@ -47,7 +23,7 @@ fn ping(from: &NetNs, to: &str) {
 
 fn pings_move_counters(policy: AttachPolicy) {
     let bpffs = Bpffs::mount();
-    let Topology { node, pod } = topology();
+    let PodOnNode { node, pod } = pod_on_node();
     let mut programs = KernelPrograms::load(&bpffs.pin_root()).expect("load the kernel programs");
     let ifindex = node.ifindex("veth-pod");
     let attachments = node.enter(|| {
@@ -142,7 +118,7 @@ fn pings_pass_and_are_counted_with_clsact() {
 fn auto_attach_uses_tcx_on_this_kernel() {
     require_root!();
     let bpffs = Bpffs::mount();
-    let Topology { node, pod: _pod } = topology();
+    let PodOnNode { node, pod: _pod } = pod_on_node();
     let mut programs = KernelPrograms::load(&bpffs.pin_root()).expect("load the kernel programs");
     let ifindex = node.ifindex("veth-pod");
     let attachment = node.enter(|| {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use fedwall_tests::{
     bpffs::Bpffs,
-    netns::{End, NetNs, veth},
+    netns::{NetNs, PodOnNode, pod_on_node},
     require_root,
 };
 
@@ -19,29 +19,6 @@ const POD_V6: &str = "2001:db8::2";
 const NODE_V4: &str = "192.0.2.1";
 const ALLOWED_PORT: &str = "5000";
 const DENIED_PORT: &str = "5001";
-
-struct Topology {
-    node: NetNs,
-    pod: NetNs,
-}
-
-fn topology() -> Topology {
-    let node = NetNs::new();
-    let pod = NetNs::new();
-    veth(
-        End {
-            ns: &node,
-            ifname: "veth-pod",
-            addrs: &["192.0.2.1/24", "2001:db8::1/64"],
-        },
-        End {
-            ns: &pod,
-            ifname: "eth0",
-            addrs: &["192.0.2.2/24", "2001:db8::2/64"],
-        },
-    );
-    Topology { node, pod }
-}
 
 /// Starts `fedwall-hold` in the node namespace and waits for it to say `ready`.
 fn hold(node: &NetNs, bpffs: &Bpffs, ifindex: u32) -> Child {
@@ -165,7 +142,7 @@ fn udp_delivered(from: &NetNs, to_ns: &NetNs, addr: &str) -> bool {
 fn traffic_follows_the_policy_and_survives_a_kill_9_of_the_holder() {
     require_root!();
     let bpffs = Bpffs::mount();
-    let Topology { node, pod } = topology();
+    let PodOnNode { node, pod } = pod_on_node();
     let ifindex = node.ifindex("veth-pod");
     let first = hold(&node, &bpffs, ifindex);
 
