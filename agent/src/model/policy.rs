@@ -16,7 +16,7 @@ use super::endpoint::{
 };
 use super::resources::{
     EntityRule, GlobalNetworkPolicy, IcmpFields, IntOrString, K8sNetworkPolicy, K8sPeer,
-    K8sPolicyPort, LabelSelector, NetworkPolicy, PolicyRule, PolicySpec,
+    K8sPolicyPort, LabelSelector, NetworkPolicy, ObjectMeta, PolicyRule, PolicySpec,
 };
 use crate::dataplane::{IcmpMatch, PolicyDirection, PortRange};
 use crate::selector::{Selector, quote_literal};
@@ -152,44 +152,37 @@ pub struct PolicyError {
     pub message: String,
 }
 
+impl PolicyKey {
+    /// The key of a policy of `kind` with `meta`; namespaced kinds default to `default`,
+    /// as kubectl does.
+    fn of(kind: PolicyKind, meta: &ObjectMeta) -> PolicyKey {
+        PolicyKey {
+            kind,
+            namespace: (kind != PolicyKind::Global)
+                .then(|| meta.namespace.clone().unwrap_or_else(|| "default".into())),
+            name: meta.name.clone(),
+        }
+    }
+}
+
 /// Converts a fedwall.io NetworkPolicy.
 pub fn from_network_policy(policy: &NetworkPolicy) -> Result<Policy, PolicyError> {
-    let namespace = policy
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let key = PolicyKey {
-        kind: PolicyKind::Namespaced,
-        namespace: Some(namespace.clone()),
-        name: policy.metadata.name.clone(),
-    };
-    Converter { key }.calico(&policy.spec, Some(&namespace))
+    let key = PolicyKey::of(PolicyKind::Namespaced, &policy.metadata);
+    let namespace = key.namespace.clone();
+    Converter { key }.calico(&policy.spec, namespace.as_deref())
 }
 
 /// Converts a fedwall.io GlobalNetworkPolicy.
 pub fn from_global_network_policy(policy: &GlobalNetworkPolicy) -> Result<Policy, PolicyError> {
-    let key = PolicyKey {
-        kind: PolicyKind::Global,
-        namespace: None,
-        name: policy.metadata.name.clone(),
-    };
+    let key = PolicyKey::of(PolicyKind::Global, &policy.metadata);
     Converter { key }.calico(&policy.spec, None)
 }
 
 /// Converts a Kubernetes NetworkPolicy the way Calico does: order 1000, one Allow rule per
 /// (peer, port) pair, peers that match pods of any cluster whose namespace matches.
 pub fn from_k8s_network_policy(policy: &K8sNetworkPolicy) -> Result<Policy, PolicyError> {
-    let namespace = policy
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let key = PolicyKey {
-        kind: PolicyKind::Kubernetes,
-        namespace: Some(namespace.clone()),
-        name: policy.metadata.name.clone(),
-    };
+    let key = PolicyKey::of(PolicyKind::Kubernetes, &policy.metadata);
+    let namespace = key.namespace.clone().unwrap_or_default();
     Converter { key }.kubernetes(policy, &namespace)
 }
 
