@@ -9,7 +9,7 @@ use aya::maps::{HashMap, Map, MapData};
 use aya::programs::{TestRun as _, TestRunOptions};
 use fedwall::dataplane::{
     Delta, EndpointName, IpSetId, KernelDataplane, LocalEndpoint, PolicyDirection, Rule,
-    RuleAction, RuleTable, SideMatch, TcProgram,
+    RuleAction, RuleTable, TcProgram,
 };
 use fedwall_common::conntrack::{CONNTRACK_MAP, ConntrackKey, ConntrackValue};
 use fedwall_common::policy::PolicyDir;
@@ -30,16 +30,7 @@ pub fn policy_dir(direction: PolicyDirection) -> PolicyDir {
 
 /// A rule with no conditions.
 pub fn rule(origin: &str, action: RuleAction) -> Rule {
-    Rule {
-        origin: origin.to_owned(),
-        action,
-        protocol: None,
-        not_protocol: None,
-        source: SideMatch::default(),
-        destination: SideMatch::default(),
-        icmp: None,
-        not_icmp: None,
-    }
+    Rule::unconditional(origin, action)
 }
 
 pub fn endpoint(

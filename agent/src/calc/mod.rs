@@ -23,12 +23,12 @@ use ipnet::IpNet;
 use crate::dataplane::{Delta, EndpointName, IpSetId, LocalEndpoint, NatPool};
 use crate::datastore::{Origin, RemoteClusterState, Update};
 use crate::model::resources::{HostEndpoint, Kind, LabelMap, Pod, Resource, ResourceKey};
-use crate::model::{Cluster, Endpoint, Policy, PolicyKey, endpoint, nat_pool, policy};
+use crate::model::{Cluster, Endpoint, NamedPort, Policy, PolicyKey, endpoint, nat_pool, policy};
 use crate::selector::Selector;
 use crate::selector::index::{LabelIndex, MatchChange};
 
 /// What this calc instance computes for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct CalcConfig {
     /// This node's name: its endpoints are the ones enforced.
     pub node: String,
@@ -54,6 +54,16 @@ pub enum SetKey {
     },
 }
 
+impl SetKey {
+    fn named_port(np: &NamedPort) -> SetKey {
+        SetKey::NamedPort {
+            name: np.name.as_str().into(),
+            protocol: np.protocol,
+            port: np.port,
+        }
+    }
+}
+
 struct SetState {
     id: IpSetId,
     /// Rules (counted per local endpoint table) that reference the set.
@@ -76,7 +86,7 @@ type NamedPortRef = (Arc<str>, u8);
 
 #[derive(Default)]
 pub struct Calc {
-    config: Option<CalcConfig>,
+    config: CalcConfig,
     namespaces: HashMap<(Origin, String), LabelMap>,
     service_accounts: HashMap<(Origin, String, String), LabelMap>,
     pods_by_namespace: HashMap<(Origin, String), BTreeSet<String>>,
@@ -94,7 +104,8 @@ pub struct Calc {
     free_set_ids: Vec<u32>,
     next_set_id: u32,
     /// Endpoints by (port name, protocol, port number), for named-port sets.
-    named_port_members: HashMap<(Arc<str>, u8, u16), BTreeSet<EpId>>,
+    /// Keyed by the `SetKey::NamedPort` of their set.
+    named_port_members: HashMap<SetKey, BTreeSet<EpId>>,
     /// Local endpoints whose tables expand a peer-side named port, to recompile when the
     /// port numbers in use for that name change.
     named_port_readers: HashMap<NamedPortRef, BTreeSet<EpId>>,
@@ -114,20 +125,9 @@ pub struct Calc {
 impl Calc {
     pub fn new(config: CalcConfig) -> Self {
         Calc {
-            config: Some(config),
+            config,
             ..Calc::default()
         }
-    }
-
-    fn config(&self) -> &CalcConfig {
-        // `Default` exists only for field initialisation; `new` always sets the config.
-        static FALLBACK: std::sync::OnceLock<CalcConfig> = std::sync::OnceLock::new();
-        self.config.as_ref().unwrap_or_else(|| {
-            FALLBACK.get_or_init(|| CalcConfig {
-                node: String::new(),
-                cluster_name: String::new(),
-            })
-        })
     }
 
     /// Every endpoint of every cluster with its labels, in no particular order.
@@ -309,7 +309,7 @@ impl Calc {
 
     fn cluster(&self, origin: &Origin) -> Cluster {
         match origin {
-            Origin::Local => Cluster::Local(self.config().cluster_name.clone()),
+            Origin::Local => Cluster::Local(self.config.cluster_name.clone()),
             Origin::Remote(name) => Cluster::Remote(name.clone()),
         }
     }
@@ -407,7 +407,7 @@ impl Calc {
     }
 
     fn is_local(&self, endpoint: &Endpoint) -> bool {
-        endpoint.cluster.is_local() && endpoint.node == self.config().node
+        endpoint.cluster.is_local() && endpoint.node == self.config.node
     }
 
     /// Makes `new` the endpoint of object `key` (or removes it), updating set members,
@@ -500,34 +500,24 @@ impl Calc {
             .unwrap_or_default();
         if addrs_changed || old_ports != new_ports {
             for np in &old_ports {
-                let np_key = (Arc::<str>::from(np.name.as_str()), np.protocol, np.port);
-                let set = SetKey::NamedPort {
-                    name: np_key.0.clone(),
-                    protocol: np.protocol,
-                    port: np.port,
-                };
+                let set = SetKey::named_port(np);
                 self.remove_members(&set, &old_addrs);
-                if let Some(members) = self.named_port_members.get_mut(&np_key) {
+                if let Some(members) = self.named_port_members.get_mut(&set) {
                     members.remove(&id);
                     if members.is_empty() {
-                        self.named_port_members.remove(&np_key);
-                        self.named_port_numbers_changed(&np_key.0, np.protocol);
+                        self.named_port_members.remove(&set);
+                        self.named_port_numbers_changed(&np.name, np.protocol);
                     }
                 }
             }
             for np in &new_ports {
-                let np_key = (Arc::<str>::from(np.name.as_str()), np.protocol, np.port);
-                let set = SetKey::NamedPort {
-                    name: np_key.0.clone(),
-                    protocol: np.protocol,
-                    port: np.port,
-                };
+                let set = SetKey::named_port(np);
                 self.add_members(&set, &new_addrs);
-                let members = self.named_port_members.entry(np_key.clone()).or_default();
+                let members = self.named_port_members.entry(set).or_default();
                 let first = members.is_empty();
                 members.insert(id.clone());
                 if first {
-                    self.named_port_numbers_changed(&np_key.0, np.protocol);
+                    self.named_port_numbers_changed(&np.name, np.protocol);
                 }
             }
         }
@@ -548,8 +538,8 @@ impl Calc {
         }
     }
 
-    fn named_port_numbers_changed(&mut self, name: &Arc<str>, protocol: u8) {
-        if let Some(readers) = self.named_port_readers.get(&(name.clone(), protocol)) {
+    fn named_port_numbers_changed(&mut self, name: &str, protocol: u8) {
+        if let Some(readers) = self.named_port_readers.get(&(Arc::from(name), protocol)) {
             self.dirty.extend(readers.iter().cloned());
         }
     }
@@ -559,8 +549,14 @@ impl Calc {
         let mut numbers: Vec<u16> = self
             .named_port_members
             .keys()
-            .filter(|(n, p, _)| &**n == name && *p == protocol)
-            .map(|(_, _, port)| *port)
+            .filter_map(|key| match key {
+                SetKey::NamedPort {
+                    name: n,
+                    protocol: p,
+                    port,
+                } if &**n == name && *p == protocol => Some(*port),
+                _ => None,
+            })
             .collect();
         numbers.sort_unstable();
         numbers
@@ -690,13 +686,8 @@ impl Calc {
                     members.insert(*net, 1);
                 }
             }
-            SetKey::NamedPort {
-                name,
-                protocol,
-                port,
-            } => {
-                let np_key = (name.clone(), *protocol, *port);
-                for ep in self.named_port_members.get(&np_key).into_iter().flatten() {
+            SetKey::NamedPort { .. } => {
+                for ep in self.named_port_members.get(key).into_iter().flatten() {
                     if let Some(ep) = self.endpoints.get(ep) {
                         add(&ep.addrs);
                     }

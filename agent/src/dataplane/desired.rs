@@ -127,6 +127,22 @@ pub struct Rule {
     pub not_icmp: Option<IcmpMatch>,
 }
 
+impl Rule {
+    /// A rule with no conditions: it matches every packet.
+    pub fn unconditional(origin: &str, action: RuleAction) -> Rule {
+        Rule {
+            origin: origin.to_owned(),
+            action,
+            protocol: None,
+            not_protocol: None,
+            source: SideMatch::default(),
+            destination: SideMatch::default(),
+            icmp: None,
+            not_icmp: None,
+        }
+    }
+}
+
 /// The ordered rules one endpoint applies in one direction, first match wins, and what
 /// happens when none decides.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -241,16 +241,7 @@ mod tests {
     use crate::dataplane::{IcmpMatch, SetMatch};
 
     fn rule() -> Rule {
-        Rule {
-            origin: "default/allow-web/ingress/0".to_owned(),
-            action: RuleAction::Allow,
-            protocol: None,
-            not_protocol: None,
-            source: SideMatch::default(),
-            destination: SideMatch::default(),
-            icmp: None,
-            not_icmp: None,
-        }
+        Rule::unconditional("default/allow-web/ingress/0", RuleAction::Allow)
     }
 
     #[test]
