@@ -2,6 +2,7 @@
 //! way calicoq prints it — and which remote clusters could not be read, since their
 //! endpoints are then missing from the answer.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -10,13 +11,17 @@ use clap::Args;
 use super::{DatastoreArg, OutputFormat};
 use crate::calc::eval::{EvalReport, ReadProblem, eval};
 use crate::calc::{Calc, CalcConfig};
+use crate::daemon::{DebugRequest, DebugResponse, debug};
 use crate::datastore::{FederatedSnapshot, Origin, Update, read_federated};
+use crate::paths::DEFAULT_SOCKET;
 use crate::selector::Selector;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     fedwall eval \"app == 'client'\" --datastore file:examples/cluster-a\n  \
     fedwall eval \"fedwall.io/cluster == 'cluster-b'\" --datastore file:examples/cluster-a -o json\n\n\
+    When an agent runs on this node (it answers on --socket), the answer is the agent's exact \
+    view; otherwise fedwall reads --datastore itself.\n\n\
     Exit status: 0 when every cluster was read; 1 when some data could not be read (the \
     problems are listed on stderr, and the matches shown may be incomplete) or the selector \
     or datastore is invalid (the error says which).")]
@@ -31,15 +36,48 @@ pub struct EvalArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     output: OutputFormat,
+    /// The agent's debug socket, asked first.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Read --datastore even when an agent runs (to see what a change on disk would do
+    /// before the agent picks it up).
+    #[arg(long)]
+    no_agent: bool,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let selector =
         Selector::parse(&args.selector).with_context(|| format!("selector {:?}", args.selector))?;
-    let dir = args.datastore.file_dir()?;
+    if !args.no_agent {
+        let request = DebugRequest::Eval {
+            selector: args.selector.clone(),
+        };
+        match debug::ask(&args.socket, &request)? {
+            Some(DebugResponse::Eval(report)) => {
+                eprintln!(
+                    "(answered by the agent running on this node, {})",
+                    args.socket.display()
+                );
+                return finish(&report, args.output);
+            }
+            Some(DebugResponse::Error(error)) => {
+                anyhow::bail!("the agent on {}: {error}", args.socket.display())
+            }
+            None => {}
+        }
+    }
+    let dir = args
+        .datastore
+        .file_dir()
+        .with_context(|| format!("no agent answers on {}", args.socket.display()))?;
     let snapshot = read_federated(dir)?;
     let report = from_snapshot(&snapshot, &args.cluster_name, &selector);
-    print(&report, args.output)?;
+    finish(&report, args.output)
+}
+
+/// Prints the report; the exit status says whether every cluster could be read.
+fn finish(report: &EvalReport, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    print(report, output)?;
     Ok(if report.problems.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -1,6 +1,7 @@
 //! The `fedwall` command line: argument parsing and output only; the work happens in the
 //! library's layers.
 
+mod agent;
 mod bpf;
 mod eval;
 mod selector;
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node agent: enforce the datastore's policies on this node's pods, with
+    /// NAT-outgoing on the uplinks (the DaemonSet's command).
+    Agent(agent::AgentArgs),
     /// Inspect fedwall's pinned kernel state on this node (works while the agent is down).
     #[command(subcommand)]
     Bpf(bpf::BpfCommand),
@@ -39,18 +43,20 @@ pub struct DatastoreArg {
     /// The datastore: `file:DIR`, a directory of YAML manifests (Kubernetes object shapes;
     /// RemoteClusterConfigurations with `datastoreType: file` name remote directories).
     #[arg(long, env = "FEDWALL_DATASTORE", value_name = "file:DIR")]
-    datastore: String,
+    datastore: Option<String>,
 }
 
 impl DatastoreArg {
     /// The directory of a `file:` datastore.
     pub fn file_dir(&self) -> anyhow::Result<&std::path::Path> {
-        match self.datastore.split_once(':') {
+        let Some(datastore) = &self.datastore else {
+            anyhow::bail!("no datastore: pass --datastore file:DIR (or set FEDWALL_DATASTORE)");
+        };
+        match datastore.split_once(':') {
             Some(("file", dir)) if !dir.is_empty() => Ok(std::path::Path::new(dir)),
             _ => anyhow::bail!(
-                "--datastore {:?} is not supported: use file:DIR (the kubernetes datastore \
-                 comes with the agent's Kubernetes support)",
-                self.datastore
+                "--datastore {datastore:?} is not supported: use file:DIR (the kubernetes \
+                 datastore comes with the agent's Kubernetes support)"
             ),
         }
     }
@@ -70,6 +76,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     let result = match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Bpf(command) => bpf::run(command),
         Command::Selector(command) => selector::run(command),
         Command::Eval(args) => eval::run(args),

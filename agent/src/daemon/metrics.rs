@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use crate::calc::Calc;
+use crate::dataplane::DataplaneStatus;
 use crate::datastore::Origin;
 
 #[derive(Default)]
@@ -27,6 +28,7 @@ struct State {
     problems: usize,
     deltas_applied: u64,
     errors: BTreeMap<&'static str, u64>,
+    dataplane: DataplaneStatus,
 }
 
 impl Metrics {
@@ -70,6 +72,11 @@ impl Metrics {
             s.remote_states = remote_states;
             (s.local_endpoints, s.endpoints, s.policies, s.problems) = counts;
         });
+    }
+
+    /// Takes the dataplane's map usage and kernel counters.
+    pub fn observe_dataplane(&self, status: DataplaneStatus) {
+        self.with(|s| s.dataplane = status);
     }
 
     /// `Ok` when ready, else what it still waits for.
@@ -141,6 +148,45 @@ impl Metrics {
         for (kind, count) in &s.errors {
             let _ = writeln!(out, "fedwall_errors_total{{kind=\"{kind}\"}} {count}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_map_entries Entries in use per kernel map.\n# TYPE fedwall_map_entries gauge"
+        );
+        for usage in &s.dataplane.maps {
+            let _ = writeln!(
+                out,
+                "fedwall_map_entries{{map=\"{}\"}} {}",
+                usage.map, usage.used
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_map_capacity Entries each kernel map can hold.\n# TYPE fedwall_map_capacity gauge"
+        );
+        for usage in &s.dataplane.maps {
+            let _ = writeln!(
+                out,
+                "fedwall_map_capacity{{map=\"{}\"}} {}",
+                usage.map, usage.capacity
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_packets_total Packets by program and outcome, from the kernel's counters (drops are the reasons starting with deny or drop).\n\
+             # TYPE fedwall_packets_total counter"
+        );
+        for (program, reason, packets) in &s.dataplane.packets {
+            let _ = writeln!(
+                out,
+                "fedwall_packets_total{{program=\"{program}\",reason=\"{reason}\"}} {packets}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_endpoints_waiting_for_interface Local endpoints not enforced yet: their interface was not found (the reason is logged).\n\
+             # TYPE fedwall_endpoints_waiting_for_interface gauge\nfedwall_endpoints_waiting_for_interface {}",
+            s.dataplane.waiting_for_interface.len()
+        );
         out
     }
 }

@@ -32,6 +32,8 @@ pub use metrics::Metrics;
 pub enum Event {
     Update(Update),
     Debug(DebugRequest, Sender<DebugResponse>),
+    /// The node's links or routes changed: endpoints' interfaces may have come or gone.
+    InterfacesChanged,
     /// Stop the loop; enforcement stays in place (the dataplane keeps its pins).
     Shutdown,
 }
@@ -61,6 +63,9 @@ impl UpdateSink for EventSink {
     }
 }
 
+/// How often an idle loop looks at interfaces again and refreshes the kernel's counters.
+const TICK: Duration = Duration::from_secs(5);
+
 /// How many queued updates one batch takes at most before programming the dataplane, so
 /// a flood cannot delay enforcement of what already arrived without bound.
 const MAX_BATCH: usize = 10_000;
@@ -87,9 +92,14 @@ impl<D: Dataplane> Daemon<D> {
     pub fn run(mut self, events: &Receiver<Event>) -> D {
         loop {
             // Wake up now and then even when idle, so metrics stay fresh.
-            let first = match events.recv_timeout(Duration::from_secs(5)) {
+            let first = match events.recv_timeout(TICK) {
                 Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    // A safety net for a missed link notification, and fresh counters.
+                    self.refresh_interfaces();
+                    self.metrics.observe_dataplane(self.dataplane.status());
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut batch = vec![first];
@@ -113,6 +123,7 @@ impl<D: Dataplane> Daemon<D> {
         let mut updates = 0;
         let mut debug = Vec::new();
         let mut stop = false;
+        let mut interfaces_changed = false;
         for event in batch {
             match event {
                 Event::Update(update) => {
@@ -120,6 +131,7 @@ impl<D: Dataplane> Daemon<D> {
                     updates += 1;
                 }
                 Event::Debug(request, reply) => debug.push((request, reply)),
+                Event::InterfacesChanged => interfaces_changed = true,
                 Event::Shutdown => stop = true,
             }
         }
@@ -130,6 +142,12 @@ impl<D: Dataplane> Daemon<D> {
                 elapsed_us = started.elapsed().as_micros(),
                 "batch programmed"
             );
+        }
+        if interfaces_changed {
+            self.refresh_interfaces();
+        }
+        if updates > 0 || interfaces_changed {
+            self.metrics.observe_dataplane(self.dataplane.status());
         }
         // Debug questions see the state after this batch.
         for (request, reply) in debug {
@@ -164,6 +182,13 @@ impl<D: Dataplane> Daemon<D> {
             }
         }
         self.metrics.observe(&self.calc, self.pruned);
+    }
+
+    fn refresh_interfaces(&mut self) {
+        for error in self.dataplane.refresh_interfaces() {
+            tracing::error!(error = %error, "{}", crate::error_chain(&error));
+            self.metrics.count_error(error_kind(&error));
+        }
     }
 
     fn answer(&self, request: &DebugRequest) -> DebugResponse {

@@ -12,6 +12,7 @@ mod error;
 pub mod kernel;
 mod memory;
 pub mod nat;
+pub mod netlink;
 mod programs;
 mod stats;
 
@@ -22,7 +23,8 @@ pub use desired::{
 };
 pub use error::DataplaneError;
 pub use kernel::{
-    InterfaceResolver, KernelDataplane, RouteLookup, StaticInterfaces, VerdictCounts,
+    Cleanup, InterfaceResolver, KernelDataplane, RouteLookup, StaticInterfaces, VerdictCounts,
+    cleanup,
 };
 pub use memory::{Decision, Flow, MemoryDataplane};
 pub use nat::{NatCounts, Uplink};
@@ -43,4 +45,34 @@ pub trait Dataplane {
 
     /// Every source is in sync and the full desired state was applied: remove the rest.
     fn sync_complete(&mut self) -> Result<(), DataplaneError>;
+
+    /// Links or routes of the node changed: look again for endpoints' interfaces. Returns
+    /// the updates that failed, for the caller to report.
+    fn refresh_interfaces(&mut self) -> Vec<DataplaneError> {
+        Vec::new()
+    }
+
+    /// What the dataplane holds and has counted, for metrics and status.
+    fn status(&self) -> DataplaneStatus {
+        DataplaneStatus::default()
+    }
+}
+
+/// A dataplane's figures for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneStatus {
+    /// Entries in use and capacity, per map.
+    pub maps: Vec<MapUsage>,
+    /// Packets by outcome: `(program family, reason, packets)`, e.g. `("policy_ingress",
+    /// "deny_rule", 3)`.
+    pub packets: Vec<(&'static str, &'static str, u64)>,
+    /// Endpoints of this node whose interface was not found, with the reason.
+    pub waiting_for_interface: Vec<(EndpointName, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapUsage {
+    pub map: &'static str,
+    pub used: u64,
+    pub capacity: u64,
 }

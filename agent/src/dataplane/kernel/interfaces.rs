@@ -1,11 +1,10 @@
 //! Finding an endpoint's host-side interface: the route to the pod's address names it
-//! (asked of iproute2, in the caller's network namespace), or tests and special setups say
-//! it explicitly.
+//! (asked of the kernel over netlink, in the caller's network namespace), or tests and
+//! special setups say it explicitly.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
-use std::process::Command;
 
+use crate::dataplane::netlink;
 use crate::dataplane::{DataplaneError, EndpointName, LocalEndpoint};
 
 /// Says which interface (ifindex) leads to an endpoint.
@@ -29,7 +28,10 @@ impl InterfaceResolver for StaticInterfaces {
     }
 }
 
-/// The interface of the route to the endpoint's first address (`ip -j route get`).
+/// The interface of the route to the endpoint's first address, asked of the kernel over
+/// netlink in the calling thread's namespace. Only a direct unicast route counts: a route
+/// through a gateway (the default route, for a pod whose veth is not there yet) or a local
+/// address does not lead to a pod.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RouteLookup;
 
@@ -43,29 +45,19 @@ impl InterfaceResolver for RouteLookup {
             .addrs
             .first()
             .ok_or_else(|| no_interface("it has no address".to_owned()))?;
-        let output = Command::new("ip")
-            .args(["-j", "route", "get", &addr.to_string()])
-            .output()
-            .map_err(|e| no_interface(format!("cannot run `ip route get {addr}`: {e}")))?;
-        if !output.status.success() {
+        let route = netlink::route_get(*addr)
+            .map_err(|e| no_interface(format!("no route to {addr}: {e}")))?;
+        if !route.unicast {
             return Err(no_interface(format!(
-                "`ip route get {addr}` failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
+                "{addr} is an address of this node, not of a pod"
             )));
         }
-        let routes: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
-            .map_err(|e| no_interface(format!("unreadable `ip route get {addr}` output: {e}")))?;
-        let dev = routes
-            .first()
-            .and_then(|route| route.get("dev"))
-            .and_then(|dev| dev.as_str())
-            .ok_or_else(|| no_interface(format!("the route to {addr} names no device")))?;
-        let name = CString::new(dev).map_err(|e| no_interface(format!("device {dev:?}: {e}")))?;
-        // SAFETY: `name` is a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            return Err(no_interface(format!("device {dev} has no index")));
+        if route.via_gateway {
+            return Err(no_interface(format!(
+                "the route to {addr} goes through a gateway, not to a pod's interface \
+                 (is the pod's veth and route set up yet?)"
+            )));
         }
-        Ok(ifindex)
+        Ok(route.ifindex)
     }
 }

@@ -215,6 +215,11 @@ impl SetIndex {
         self.slots.len()
     }
 
+    /// Entries the kernel holds: host prefixes, other prefixes, membership classes.
+    pub fn usage(&self) -> (usize, usize, usize) {
+        (self.hosts, self.nets, self.class_bitmaps.len())
+    }
+
     /// Creates an empty set with a slot of its own.
     pub fn create(&mut self, set: IpSetId) -> Result<u16, LimitHit> {
         let slot = self.slot_numbers.take().ok_or(LimitHit {

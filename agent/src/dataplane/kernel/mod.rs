@@ -81,6 +81,8 @@ struct Installed {
     ifindex: u32,
     entry: EndpointEntry,
     links: Vec<HeldLink>,
+    /// What calc asked for, to install again if its interface changes.
+    desired: LocalEndpoint,
 }
 
 /// Packets by direction and verdict reason, summed over CPUs.
@@ -161,6 +163,9 @@ pub struct KernelDataplane {
     sets: SetIndex,
     ranges: RangeAllocator,
     endpoints: BTreeMap<EndpointName, Installed>,
+    /// Endpoints whose interface is not there (yet), with the reason; installed as soon as
+    /// [`KernelDataplane::refresh_interfaces`] finds it.
+    waiting: BTreeMap<EndpointName, (LocalEndpoint, String)>,
     /// Endpoint entries found pinned at start-up and not yet replayed, by ifindex.
     adopted: HashMap<u32, EndpointEntry>,
     /// Link pins of this version found at start-up and not yet taken over, by path.
@@ -193,6 +198,7 @@ impl KernelDataplane {
             sets: SetIndex::default(),
             ranges: RangeAllocator::default(),
             endpoints: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             adopted: HashMap::new(),
             adopted_links: Vec::new(),
             adopting: true,
@@ -484,8 +490,59 @@ impl KernelDataplane {
         Ok(table)
     }
 
-    fn set_endpoint(&mut self, endpoint: &LocalEndpoint) -> Result<(), DataplaneError> {
+    /// The interface that leads to an endpoint; never a NAT uplink.
+    fn resolve(&self, endpoint: &LocalEndpoint) -> Result<u32, DataplaneError> {
         let ifindex = self.resolver.resolve(endpoint)?;
+        match self.nat.uplinks().find(|uplink| uplink.ifindex == ifindex) {
+            Some(uplink) => Err(DataplaneError::NoInterface {
+                endpoint: endpoint.name.clone(),
+                reason: format!(
+                    "the route to it leaves by uplink {}, not by a pod's interface",
+                    uplink.name
+                ),
+            }),
+            None => Ok(ifindex),
+        }
+    }
+
+    fn set_endpoint(&mut self, endpoint: &LocalEndpoint) -> Result<(), DataplaneError> {
+        match self.resolve(endpoint) {
+            Ok(ifindex) => {
+                self.install(endpoint, ifindex)?;
+                self.waiting.remove(&endpoint.name);
+                Ok(())
+            }
+            Err(DataplaneError::NoInterface { reason, .. }) => self.wait(endpoint, reason),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Parks an endpoint until its interface shows up; whatever was installed for it goes
+    /// (its interface is gone, or no longer leads to it).
+    fn wait(&mut self, endpoint: &LocalEndpoint, reason: String) -> Result<(), DataplaneError> {
+        // Reject a table the kernel cannot hold now, not when the interface appears.
+        for direction in PolicyDirection::ALL {
+            if let Some(table) = endpoint.table(direction) {
+                self.encode_table(endpoint, direction, table)?;
+            }
+        }
+        if let Some(previous) = self.endpoints.remove(&endpoint.name) {
+            self.remove_installed(previous)?;
+        }
+        if self
+            .waiting
+            .get(&endpoint.name)
+            .is_none_or(|(_, r)| *r != reason)
+        {
+            tracing::info!(endpoint = %endpoint.name, %reason, "endpoint waits for its interface");
+        }
+        self.waiting
+            .insert(endpoint.name.clone(), (endpoint.clone(), reason));
+        Ok(())
+    }
+
+    /// Writes an endpoint's tables, flips its entry, and attaches its programs to `ifindex`.
+    fn install(&mut self, endpoint: &LocalEndpoint, ifindex: u32) -> Result<(), DataplaneError> {
         let encoded = PolicyDirection::ALL.map(|direction| {
             endpoint
                 .table(direction)
@@ -580,6 +637,7 @@ impl KernelDataplane {
                 ifindex,
                 entry,
                 links,
+                desired: endpoint.clone(),
             },
         );
         Ok(())
@@ -685,6 +743,7 @@ impl KernelDataplane {
             }
             Delta::EndpointSet(endpoint) => self.set_endpoint(endpoint)?,
             Delta::EndpointDeleted { name } => {
+                self.waiting.remove(name);
                 if let Some(installed) = self.endpoints.remove(name) {
                     self.remove_installed(installed)?;
                 }
@@ -720,6 +779,42 @@ impl KernelDataplane {
         }
         Ok(())
     }
+}
+
+/// What [`cleanup`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    pub links: usize,
+    pub maps: usize,
+}
+
+/// Removes every link and map fedwall pinned under `pin_root`, for uninstall: a link goes
+/// (its program detaches) once its pin is removed and no process holds it, so stop the
+/// agent first. Files that are not fedwall's are left alone, and so is the directory if
+/// anything else is in it.
+pub fn cleanup(pin_root: &Path) -> Result<Cleanup, DataplaneError> {
+    let mut removed = Cleanup::default();
+    let ours = |entry: &std::fs::DirEntry| {
+        entry.file_name().to_string_lossy().starts_with("fw_")
+            && entry.file_type().is_ok_and(|t| t.is_file())
+    };
+    let links_dir = pin_root.join(LINKS_DIR);
+    if let Ok(entries) = std::fs::read_dir(&links_dir) {
+        for entry in entries.flatten().filter(ours) {
+            remove_pin(&entry.path())?;
+            removed.links += 1;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(pin_root) {
+        for entry in entries.flatten().filter(ours) {
+            remove_pin(&entry.path())?;
+            removed.maps += 1;
+        }
+    }
+    // Only empty directories go; a not-empty or missing one stays as it is.
+    let _ = std::fs::remove_dir(&links_dir);
+    let _ = std::fs::remove_dir(pin_root);
+    Ok(removed)
 }
 
 pub(crate) fn remove_pin(path: &Path) -> Result<(), DataplaneError> {
@@ -770,5 +865,109 @@ impl Dataplane for KernelDataplane {
             }
         }
         self.remove_stale_pins()
+    }
+
+    /// Looks again for every endpoint's interface (links or routes changed): installs
+    /// waiting endpoints whose interface appeared, moves endpoints whose interface went away
+    /// back to waiting, and follows an endpoint to a new interface. Returns what failed.
+    fn refresh_interfaces(&mut self) -> Vec<DataplaneError> {
+        let mut changed = Vec::new();
+        for (name, (endpoint, _)) in &self.waiting {
+            if self.resolve(endpoint).is_ok() {
+                changed.push(name.clone());
+            }
+        }
+        for (name, installed) in &self.endpoints {
+            if self.resolve(&installed.desired).ok() != Some(installed.ifindex) {
+                changed.push(name.clone());
+            }
+        }
+        let mut errors = Vec::new();
+        for name in changed {
+            let endpoint = match (self.waiting.get(&name), self.endpoints.get(&name)) {
+                (Some((endpoint, _)), _) => endpoint.clone(),
+                (None, Some(installed)) => installed.desired.clone(),
+                (None, None) => continue,
+            };
+            if let Err(error) = self.set_endpoint(&endpoint) {
+                self.rejected += 1;
+                errors.push(error);
+            }
+        }
+        errors
+    }
+
+    fn status(&self) -> super::DataplaneStatus {
+        let mut status = super::DataplaneStatus::default();
+        let (hosts, nets, classes) = self.sets.usage();
+        let installed_rules: u32 = self
+            .endpoints
+            .values()
+            .map(|e| e.entry.tables.iter().map(|t| t.len).sum::<u32>())
+            .sum();
+        let adopted_rules: u32 = self
+            .adopted
+            .values()
+            .map(|e| e.tables.iter().map(|t| t.len).sum::<u32>())
+            .sum();
+        for (map, used, capacity) in [
+            (
+                ENDPOINTS_MAP,
+                self.endpoints.len() + self.adopted.len(),
+                MAX_ENDPOINTS,
+            ),
+            (
+                RULES_MAP,
+                (installed_rules + adopted_rules) as usize,
+                MAX_RULES,
+            ),
+            (
+                IPSET_HOSTS_MAP,
+                hosts,
+                fedwall_common::policy::MAX_SET_HOSTS,
+            ),
+            (IPSET_NETS_MAP, nets, fedwall_common::policy::MAX_SET_NETS),
+            (
+                IPSET_CLASSES_MAP,
+                classes,
+                fedwall_common::policy::MAX_SET_CLASSES,
+            ),
+        ] {
+            status.maps.push(super::MapUsage {
+                map,
+                used: used as u64,
+                capacity: u64::from(capacity),
+            });
+        }
+        match self.verdicts() {
+            Ok(verdicts) => {
+                for (direction, reason, counter) in verdicts.iter() {
+                    let family = match direction {
+                        PolicyDirection::Ingress => "policy_ingress",
+                        PolicyDirection::Egress => "policy_egress",
+                    };
+                    status
+                        .packets
+                        .push((family, reason.name(), counter.packets));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the policy verdict counters"),
+        }
+        match self.nat_counts() {
+            Ok(nat) => {
+                for reason in fedwall_common::nat::NatReason::ALL {
+                    status
+                        .packets
+                        .push(("nat", reason.name(), nat.get(reason).packets));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the NAT counters"),
+        }
+        status.waiting_for_interface = self
+            .waiting
+            .iter()
+            .map(|(name, (_, reason))| (name.clone(), reason.clone()))
+            .collect();
+        status
     }
 }

@@ -1,0 +1,221 @@
+//! `fedwall agent`: the node agent. It reads the datastore (and every remote cluster it
+//! federates), computes each local endpoint's rule tables and IP sets, and keeps the
+//! kernel programs and maps in step; `--cleanup` removes everything it pinned.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::DatastoreArg;
+use crate::calc::CalcConfig;
+use crate::daemon::{Daemon, DebugRequest, Event, EventSink, Metrics, debug, http};
+use crate::dataplane::{KernelDataplane, RouteLookup, Uplink, netlink};
+use crate::datastore::FederatedFileSource;
+use crate::paths::{DEFAULT_LISTEN, DEFAULT_PIN_ROOT, DEFAULT_SOCKET};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    fedwall agent --datastore file:/etc/fedwall/cluster --node node-1\n  \
+    fedwall agent --datastore file:/etc/fedwall/cluster --node node-1 --uplink eth0 --listen 0.0.0.0:9468\n  \
+    fedwall agent --cleanup          # uninstall: remove every pin and attachment (agent stopped)\n\n\
+    The agent enforces policy on this node's pods: it finds each local pod's host-side \
+    interface through the route to the pod's address, and attaches as interfaces come and \
+    go. Maps and attachments are pinned under --pin-root, so enforcement continues while the \
+    agent restarts or is stopped (SIGTERM); a new agent adopts them without a gap.\n\n\
+    Endpoints: GET /healthz (alive), /readyz (200 once every source synced and the maps are \
+    programmed, else 503 naming what it waits for), /metrics (Prometheus). `fedwall eval` \
+    asks the agent over --socket.")]
+pub struct AgentArgs {
+    /// Remove every map, link and attachment fedwall pinned under --pin-root, then exit
+    /// (for uninstall; refuses while an agent answers on --socket). Other options but
+    /// --pin-root and --socket are ignored.
+    #[arg(long)]
+    cleanup: bool,
+    #[command(flatten)]
+    datastore: DatastoreArg,
+    /// This node's name: pods whose `spec.nodeName` is this name are enforced here.
+    #[arg(long, env = "FEDWALL_NODE_NAME", required_unless_present = "cleanup")]
+    node: Option<String>,
+    /// This cluster's name: the `fedwall.io/cluster` label of its endpoints.
+    #[arg(long, env = "FEDWALL_CLUSTER_NAME", default_value = "local")]
+    cluster_name: String,
+    /// Where maps and links are pinned (a bpffs directory).
+    #[arg(long, default_value = DEFAULT_PIN_ROOT)]
+    pin_root: PathBuf,
+    /// An interface that leaves the node, for NAT-outgoing (repeat for several). Default:
+    /// the interfaces of the IPv4 and IPv6 default routes.
+    #[arg(long = "uplink", value_name = "IFACE")]
+    uplinks: Vec<String>,
+    /// Address of the HTTP endpoints /healthz, /readyz and /metrics.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// The debug socket, on which `fedwall eval` asks the agent.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    if args.cleanup {
+        return cleanup(&args.pin_root, &args.socket);
+    }
+    let node = args.node.clone().context("--node is required")?;
+    let dir = args.datastore.file_dir()?.to_owned();
+    // Signals go to one thread that turns them into a shutdown; block them before any
+    // other thread starts, so every thread inherits the mask.
+    let signals = block_shutdown_signals()?;
+
+    let mut dataplane = KernelDataplane::open(&args.pin_root, RouteLookup).with_context(|| {
+        format!(
+            "opening the dataplane pinned under {}",
+            args.pin_root.display()
+        )
+    })?;
+    let uplinks = uplinks(&args.uplinks)?;
+    dataplane
+        .set_nat_uplinks(&uplinks)
+        .context("attaching NAT-outgoing to the uplinks")?;
+
+    let metrics = Arc::new(Metrics::default());
+    let (events, receiver) = mpsc::channel();
+    let bound = http::serve(args.listen, metrics.clone())
+        .with_context(|| format!("serving HTTP on --listen {}", args.listen))?;
+    debug::serve(&args.socket, events.clone()).with_context(|| {
+        format!(
+            "serving the debug socket --socket {}",
+            args.socket.display()
+        )
+    })?;
+    spawn_signal_thread(signals, events.clone())?;
+    spawn_interface_watch(events.clone())?;
+    let source = FederatedFileSource::spawn(&dir, EventSink(events.clone()))
+        .with_context(|| format!("reading the datastore {}", dir.display()))?;
+    drop(events);
+    tracing::info!(
+        node = %node,
+        cluster = %args.cluster_name,
+        datastore = %dir.display(),
+        pin_root = %args.pin_root.display(),
+        http = %bound,
+        socket = %args.socket.display(),
+        "agent started"
+    );
+
+    let daemon = Daemon::new(
+        CalcConfig {
+            node,
+            cluster_name: args.cluster_name,
+        },
+        dataplane,
+        metrics,
+    );
+    let _dataplane = daemon.run(&receiver);
+    drop(source);
+    let _ = std::fs::remove_file(&args.socket);
+    tracing::info!(
+        pin_root = %args.pin_root.display(),
+        "agent stopped; enforcement stays in place (pinned). `fedwall agent --cleanup` removes it"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The uplinks named, or the default routes' interfaces; none is a warning (no NAT).
+fn uplinks(names: &[String]) -> anyhow::Result<Vec<Uplink>> {
+    let uplinks = if names.is_empty() {
+        Uplink::default_routes().context("finding the default routes' interfaces for NAT")?
+    } else {
+        names
+            .iter()
+            .map(|name| Uplink::from_interface(name))
+            .collect::<Result<_, _>>()
+            .context("--uplink")?
+    };
+    if uplinks.is_empty() {
+        tracing::warn!(
+            "no default route and no --uplink: NAT-outgoing is off (policy is still enforced)"
+        );
+    }
+    for uplink in &uplinks {
+        tracing::info!(uplink = %uplink.name, v4 = ?uplink.v4, v6 = ?uplink.v6, "NAT-outgoing uplink");
+    }
+    Ok(uplinks)
+}
+
+fn cleanup(pin_root: &Path, socket: &Path) -> anyhow::Result<ExitCode> {
+    let request = DebugRequest::Eval {
+        selector: "all()".into(),
+    };
+    if let Ok(Some(_)) = debug::ask(socket, &request) {
+        anyhow::bail!(
+            "an agent is running on this node (it answers on {}): stop it first, then run \
+             --cleanup again",
+            socket.display()
+        );
+    }
+    let removed = crate::dataplane::cleanup(pin_root)
+        .with_context(|| format!("removing fedwall's pins under {}", pin_root.display()))?;
+    println!(
+        "removed {} links (programs detached) and {} maps pinned under {}",
+        removed.links,
+        removed.maps,
+        pin_root.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        set
+    }
+}
+
+fn block_shutdown_signals() -> anyhow::Result<libc::sigset_t> {
+    let set = shutdown_signals();
+    // SAFETY: a valid set; blocks the signals for this thread and the threads it starts.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    anyhow::ensure!(rc == 0, "cannot block SIGTERM: error {rc}");
+    Ok(set)
+}
+
+fn spawn_signal_thread(set: libc::sigset_t, events: Sender<Event>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("fedwall-signals".into())
+        .spawn(move || {
+            let mut signal = 0;
+            // SAFETY: set is valid; sigwait writes the signal number.
+            let rc = unsafe { libc::sigwait(&set, &mut signal) };
+            if rc == 0 {
+                tracing::info!(signal, "shutting down on signal");
+            }
+            let _ = events.send(Event::Shutdown);
+        })?;
+    Ok(())
+}
+
+/// Link and route changes wake the main loop to look for pods' interfaces again.
+fn spawn_interface_watch(events: Sender<Event>) -> anyhow::Result<()> {
+    let changes = netlink::Changes::subscribe().context("subscribing to link and route changes")?;
+    std::thread::Builder::new()
+        .name("fedwall-netlink".into())
+        .spawn(move || {
+            loop {
+                if let Err(error) = changes.wait() {
+                    tracing::error!(%error, "link and route notifications failed; interfaces are re-checked every few seconds");
+                    return;
+                }
+                if events.send(Event::InterfacesChanged).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
