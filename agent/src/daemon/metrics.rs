@@ -29,7 +29,15 @@ struct State {
     deltas_applied: u64,
     errors: BTreeMap<&'static str, u64>,
     dataplane: DataplaneStatus,
+    /// Seconds from a datastore update's emission to its state in the dataplane, for the
+    /// most recent batches.
+    latencies: std::collections::VecDeque<f64>,
+    latency_sum: f64,
+    latency_count: u64,
 }
+
+/// How many recent batches the latency quantiles cover.
+const LATENCY_WINDOW: usize = 1024;
 
 impl Metrics {
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -71,6 +79,18 @@ impl Metrics {
             s.waiting_for = waiting_for;
             s.remote_states = remote_states;
             (s.local_endpoints, s.endpoints, s.policies, s.problems) = counts;
+        });
+    }
+
+    /// One batch's latency, from its oldest update's emission to programmed.
+    pub fn observe_latency(&self, latency: std::time::Duration) {
+        self.with(|s| {
+            if s.latencies.len() == LATENCY_WINDOW {
+                s.latencies.pop_front();
+            }
+            s.latencies.push_back(latency.as_secs_f64());
+            s.latency_sum += latency.as_secs_f64();
+            s.latency_count += 1;
         });
     }
 
@@ -143,6 +163,26 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP fedwall_update_latency_seconds From a datastore update to its state programmed in the kernel, quantiles over the last {LATENCY_WINDOW} batches.\n\
+             # TYPE fedwall_update_latency_seconds summary"
+        );
+        let mut sorted: Vec<f64> = s.latencies.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        for quantile in [0.5, 0.9, 0.99, 1.0] {
+            if let Some(value) = quantile_of(&sorted, quantile) {
+                let _ = writeln!(
+                    out,
+                    "fedwall_update_latency_seconds{{quantile=\"{quantile}\"}} {value:.6}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "fedwall_update_latency_seconds_sum {:.6}\nfedwall_update_latency_seconds_count {}",
+            s.latency_sum, s.latency_count
+        );
+        let _ = writeln!(
+            out,
             "# HELP fedwall_errors_total Rejected dataplane updates, by kind.\n# TYPE fedwall_errors_total counter"
         );
         for (kind, count) in &s.errors {
@@ -189,6 +229,12 @@ impl Metrics {
         );
         out
     }
+}
+
+/// The nearest-rank quantile of sorted values.
+fn quantile_of(sorted: &[f64], quantile: f64) -> Option<f64> {
+    let rank = ((quantile * sorted.len() as f64).ceil() as usize).max(1);
+    sorted.get(rank - 1).copied()
 }
 
 /// A label value as the exposition format needs it.

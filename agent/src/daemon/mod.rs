@@ -30,7 +30,8 @@ pub use metrics::Metrics;
     reason = "updates are nearly every event; boxing them would allocate once per update"
 )]
 pub enum Event {
-    Update(Update),
+    /// A datastore change, stamped when the source emitted it.
+    Update(Update, Instant),
     Debug(DebugRequest, Sender<DebugResponse>),
     /// The node's links or routes changed: endpoints' interfaces may have come or gone.
     InterfacesChanged,
@@ -59,7 +60,9 @@ pub struct EventSink(pub Sender<Event>);
 
 impl UpdateSink for EventSink {
     fn send(&mut self, update: Update) -> Result<(), SinkClosed> {
-        self.0.send(Event::Update(update)).map_err(|_| SinkClosed)
+        self.0
+            .send(Event::Update(update, Instant::now()))
+            .map_err(|_| SinkClosed)
     }
 }
 
@@ -121,22 +124,26 @@ impl<D: Dataplane> Daemon<D> {
     fn handle(&mut self, batch: Vec<Event>) -> bool {
         let started = Instant::now();
         let mut updates = 0;
+        let mut oldest: Option<Instant> = None;
         let mut debug = Vec::new();
         let mut stop = false;
         let mut interfaces_changed = false;
         for event in batch {
             match event {
-                Event::Update(update) => {
+                Event::Update(update, emitted) => {
                     self.calc.apply(&update);
                     updates += 1;
+                    oldest.get_or_insert(emitted);
                 }
                 Event::Debug(request, reply) => debug.push((request, reply)),
                 Event::InterfacesChanged => interfaces_changed = true,
                 Event::Shutdown => stop = true,
             }
         }
-        if updates > 0 {
+        if let Some(oldest) = oldest {
             self.program();
+            // The batch's oldest update waited longest: its latency bounds the others'.
+            self.metrics.observe_latency(oldest.elapsed());
             tracing::debug!(
                 updates,
                 elapsed_us = started.elapsed().as_micros(),
