@@ -3,8 +3,10 @@
 //! BPF_PROG_TEST_RUN, policy-program helpers, and root-skip accounting.
 
 pub mod bpffs;
+pub mod demo;
 pub mod nat;
 pub mod netns;
 pub mod packet;
 pub mod policy;
+pub mod site;
 pub mod skip;

@@ -22,6 +22,10 @@ enum Task {
     Test(TestArgs),
     /// Check formatting and run clippy with -D warnings, userspace and eBPF in separate passes.
     Lint,
+    /// fedwall's main job, no Kubernetes needed (root): namespaces for a node with pods, an
+    /// external host and a remote cluster; a file datastore; the real agent; real traffic,
+    /// expected against observed; a relabel that flips a flow. Exits 0 only if all matched.
+    Demo,
     /// Run a benchmark; it prints `BENCH <name> <value> <unit>` lines and a table.
     Bench {
         #[arg(value_enum)]
@@ -74,6 +78,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
     let mut tally = Tally::default();
     match task {
         Task::Bench { name } => return bench::run(&root, name),
+        Task::Demo => return demo(&root),
         Task::Lint => lint(&root, &mut tally),
         Task::Test(args) => test(&root, &args, &mut tally)?,
     }
@@ -119,6 +124,43 @@ fn step(name: &str, mut command: Command) -> bool {
         started.elapsed().as_secs_f64()
     );
     ok
+}
+
+fn demo(root: &Path) -> anyhow::Result<ExitCode> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!(
+            "the demo creates network namespaces and loads eBPF programs: run ./x demo as root"
+        );
+    }
+    let build = cargo(
+        root,
+        &[
+            "build",
+            "-q",
+            "-p",
+            "fedwall",
+            "--bin",
+            "fedwall",
+            "-p",
+            "fedwall-tests",
+            "--bin",
+            "fedwall-demo",
+        ],
+    );
+    if !step("build fedwall and the demo", build) {
+        return Ok(ExitCode::FAILURE);
+    }
+    let bin = root.join("target").join("debug");
+    let status = Command::new(bin.join("fedwall-demo"))
+        .env("FEDWALL_BIN", bin.join("fedwall"))
+        .status()
+        .context("cannot run the demo")?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn lint(root: &Path, tally: &mut Tally) {
