@@ -201,40 +201,35 @@ impl Site {
 
     /// One TCP connection from `from` to `to`:`port`, with a byte of data.
     pub fn tcp(&self, from: &Place, to: &Place, port: u16) -> Outcome {
+        match self.open(from, to, port) {
+            Ok(connection) => Outcome::Allowed {
+                seen_source: connection.seen_source,
+            },
+            Err(reason) => Outcome::Denied(reason),
+        }
+    }
+
+    /// Opens a TCP connection from `from` to `to`:`port` and exchanges a byte; `Err` says
+    /// why no connection came about.
+    pub fn open(&self, from: &Place, to: &Place, port: u16) -> Result<Connection, String> {
         let (server_ns, server_addr) = self.place(to);
         let (client_ns, _) = self.place(from);
-        let listener = server_ns.enter(|| TcpListener::bind(SocketAddrV4::new(server_addr, port)));
-        let listener = match listener {
-            Ok(listener) => listener,
-            Err(e) => {
-                return Outcome::Denied(format!("cannot listen on {server_addr}:{port}: {e}"));
-            }
-        };
+        let listener = server_ns
+            .enter(|| TcpListener::bind(SocketAddrV4::new(server_addr, port)))
+            .map_err(|e| format!("cannot listen on {server_addr}:{port}: {e}"))?;
         let target = SocketAddr::V4(SocketAddrV4::new(server_addr, port));
-        let connected = client_ns.enter(|| {
-            let mut stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
-            stream.write_all(b"x")?;
-            Ok::<_, std::io::Error>(stream)
-        });
-        let _client = match connected {
-            Ok(stream) => stream,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                return Outcome::Denied("no answer (dropped)".into());
-            }
-            Err(e) => return Outcome::Denied(e.to_string()),
-        };
+        let client = client_ns
+            .enter(|| TcpStream::connect_timeout(&target, CONNECT_TIMEOUT))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => "no answer (dropped)".to_owned(),
+                _ => e.to_string(),
+            })?;
         let accepted = (|| {
             listener.set_nonblocking(true)?;
             let deadline = Instant::now() + CONNECT_TIMEOUT;
             loop {
                 match listener.accept() {
-                    Ok((mut stream, peer)) => {
-                        stream.set_nonblocking(false)?;
-                        stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-                        let mut byte = [0u8; 1];
-                        stream.read_exact(&mut byte)?;
-                        return Ok(peer);
-                    }
+                    Ok(accepted) => return Ok(accepted),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         if Instant::now() > deadline {
                             return Err(e);
@@ -245,13 +240,19 @@ impl Site {
                 }
             }
         })();
-        match accepted {
-            Ok(SocketAddr::V4(peer)) => Outcome::Allowed {
-                seen_source: *peer.ip(),
-            },
-            Ok(peer) => Outcome::Denied(format!("unexpected peer {peer}")),
-            Err(e) => Outcome::Denied(format!("connected, but no data arrived: {e}")),
-        }
+        let (server, peer) = accepted.map_err(|e| format!("connected, but not accepted: {e}"))?;
+        let SocketAddr::V4(peer) = peer else {
+            return Err(format!("unexpected peer {peer}"));
+        };
+        let mut connection = Connection {
+            client,
+            server,
+            seen_source: *peer.ip(),
+        };
+        connection
+            .exchange()
+            .map_err(|e| format!("connected, but no data came through: {e}"))?;
+        Ok(connection)
     }
 
     /// Starts `fedwall agent` on the node for the local cluster's directory and waits until
@@ -411,6 +412,29 @@ fn attach_pod(host: &NetNs, host_side: &str, addr: Ipv4Addr) -> Pod {
         "ip", "route", "add", "default", "via", GATEWAY, "dev", "eth0",
     ]);
     Pod { ns, addr }
+}
+
+/// An open TCP connection between two places.
+pub struct Connection {
+    client: TcpStream,
+    server: TcpStream,
+    /// The source address the server saw.
+    pub seen_source: Ipv4Addr,
+}
+
+impl Connection {
+    /// Sends a byte each way; fails when either does not arrive in time.
+    pub fn exchange(&mut self) -> std::io::Result<()> {
+        for (from, to) in [(0, 1), (1, 0)] {
+            let streams = [&self.client, &self.server];
+            let mut byte = [0u8; 1];
+            (&mut &*streams[from]).write_all(b"x")?;
+            streams[to].set_nonblocking(false)?;
+            streams[to].set_read_timeout(Some(CONNECT_TIMEOUT))?;
+            (&mut &*streams[to]).read_exact(&mut byte)?;
+        }
+        Ok(())
+    }
 }
 
 /// The running agent; killed (SIGKILL) on drop if still running.

@@ -234,6 +234,8 @@ fn test(root: &Path, args: &TestArgs, tally: &mut Tally) -> anyhow::Result<()> {
     );
     let mut kernel = cargo(root, &["test", "--no-fail-fast", "-p", "fedwall-tests"]);
     kernel.env("FEDWALL_SKIP_LOG", &skip_log);
+    // The agent's T2 tests run the real binary, built by the T0 step (fedwall's own tests).
+    kernel.env("FEDWALL_BIN", root.join("target/debug/fedwall"));
     // Kernel state (interfaces, attachments, namespaces) is per machine: one test at a time.
     let mut kernel_args = vec!["--", "--test-threads=1"];
     let mut t0_args = vec!["--"];
