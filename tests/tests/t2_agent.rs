@@ -189,6 +189,18 @@ fn a_broken_remote_cluster_is_reported_while_the_rest_keeps_working() {
     );
     assert!(allowed(&site.tcp(&client_b1(), &web(), 8080)));
     assert!(!allowed(&site.tcp(&batch_b2(), &web(), 8080)));
+    // The kernel reported the denied SYNs; the agent drains and counts them.
+    eventually("denied flow events counted", || {
+        site.metric(r#"fedwall_flow_events_total{kind="denied"}"#)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(
+        site.metric("fedwall_local_datastore_synced")
+            .expect("metrics"),
+        Some(1.0)
+    );
 }
 
 #[test]

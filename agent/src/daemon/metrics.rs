@@ -18,6 +18,8 @@ pub struct Metrics {
 #[derive(Default, Clone)]
 struct State {
     ready: bool,
+    /// The local datastore sent its whole state.
+    local_synced: bool,
     /// Sources not yet in sync, for `/readyz` to name.
     waiting_for: Vec<String>,
     /// Remote cluster → connection state name.
@@ -34,6 +36,8 @@ struct State {
     latencies: std::collections::VecDeque<f64>,
     latency_sum: f64,
     latency_count: u64,
+    flow_events_logged: u64,
+    flow_events_denied: u64,
 }
 
 /// How many recent batches the latency quantiles cover.
@@ -61,6 +65,7 @@ impl Metrics {
             .iter()
             .map(|(name, state)| (name.clone(), state.name()))
             .collect();
+        let local_synced = !calc.unsynced().any(|origin| origin == Origin::Local);
         let waiting_for = calc
             .unsynced()
             .map(|origin| match origin {
@@ -76,6 +81,7 @@ impl Metrics {
         );
         self.with(|s| {
             s.ready = programmed;
+            s.local_synced = local_synced;
             s.waiting_for = waiting_for;
             s.remote_states = remote_states;
             (s.local_endpoints, s.endpoints, s.policies, s.problems) = counts;
@@ -91,6 +97,13 @@ impl Metrics {
             s.latencies.push_back(latency.as_secs_f64());
             s.latency_sum += latency.as_secs_f64();
             s.latency_count += 1;
+        });
+    }
+
+    pub fn count_flow_events(&self, logged: u64, denied: u64) {
+        self.with(|s| {
+            s.flow_events_logged += logged;
+            s.flow_events_denied += denied;
         });
     }
 
@@ -126,6 +139,11 @@ impl Metrics {
             "fedwall_ready",
             "1 once every source synced and its state is programmed.",
             u64::from(s.ready),
+        );
+        gauge(
+            "fedwall_local_datastore_synced",
+            "1 once the local datastore sent its whole state (remote clusters: fedwall_remote_cluster_state).",
+            u64::from(s.local_synced),
         );
         gauge(
             "fedwall_local_endpoints",
@@ -188,6 +206,13 @@ impl Metrics {
         for (kind, count) in &s.errors {
             let _ = writeln!(out, "fedwall_errors_total{{kind=\"{kind}\"}} {count}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP fedwall_flow_events_total Denied and logged packets the kernel reported (denied ones are logged at debug level, Log rules' at info, target fedwall::flow).\n\
+             # TYPE fedwall_flow_events_total counter\n\
+             fedwall_flow_events_total{{kind=\"denied\"}} {}\nfedwall_flow_events_total{{kind=\"logged\"}} {}",
+            s.flow_events_denied, s.flow_events_logged
+        );
         let _ = writeln!(
             out,
             "# HELP fedwall_map_entries Entries in use per kernel map.\n# TYPE fedwall_map_entries gauge"

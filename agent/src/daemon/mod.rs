@@ -66,8 +66,10 @@ impl UpdateSink for EventSink {
     }
 }
 
-/// How often an idle loop looks at interfaces again and refreshes the kernel's counters.
-const TICK: Duration = Duration::from_secs(5);
+/// How often the loop reports the kernel's flow events and refreshes its counters.
+const TICK: Duration = Duration::from_secs(1);
+/// How often interfaces are looked at again without a link notification: a safety net.
+const INTERFACE_RECHECK: Duration = Duration::from_secs(5);
 
 /// How many queued updates one batch takes at most before programming the dataplane, so
 /// a flood cannot delay enforcement of what already arrived without bound.
@@ -78,6 +80,7 @@ pub struct Daemon<D> {
     dataplane: D,
     metrics: Arc<Metrics>,
     pruned: bool,
+    last_interface_check: Instant,
 }
 
 impl<D: Dataplane> Daemon<D> {
@@ -87,22 +90,23 @@ impl<D: Dataplane> Daemon<D> {
             dataplane,
             metrics,
             pruned: false,
+            last_interface_check: Instant::now(),
         }
     }
 
     /// Runs until [`Event::Shutdown`] or until every sender is gone; returns the dataplane
     /// (still enforcing).
     pub fn run(mut self, events: &Receiver<Event>) -> D {
+        let mut next_tick = Instant::now() + TICK;
         loop {
-            // Wake up now and then even when idle, so metrics stay fresh.
-            let first = match events.recv_timeout(TICK) {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.housekeeping();
+                next_tick = now + TICK;
+            }
+            let first = match events.recv_timeout(next_tick.saturating_duration_since(now)) {
                 Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => {
-                    // A safety net for a missed link notification, and fresh counters.
-                    self.refresh_interfaces();
-                    self.metrics.observe_dataplane(self.dataplane.status());
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut batch = vec![first];
@@ -191,7 +195,28 @@ impl<D: Dataplane> Daemon<D> {
         self.metrics.observe(&self.calc, self.pruned);
     }
 
+    /// Once per tick: flow events to the log, fresh counters, and now and then a look at
+    /// interfaces in case a link notification was missed.
+    fn housekeeping(&mut self) {
+        let (mut logged, mut denied) = (0, 0);
+        for record in self.dataplane.drain_flow_events() {
+            if record.logged {
+                logged += 1;
+                tracing::info!(target: "fedwall::flow", "{record}");
+            } else {
+                denied += 1;
+                tracing::debug!(target: "fedwall::flow", "{record}");
+            }
+        }
+        self.metrics.count_flow_events(logged, denied);
+        if self.last_interface_check.elapsed() >= INTERFACE_RECHECK {
+            self.refresh_interfaces();
+        }
+        self.metrics.observe_dataplane(self.dataplane.status());
+    }
+
     fn refresh_interfaces(&mut self) {
+        self.last_interface_check = Instant::now();
         for error in self.dataplane.refresh_interfaces() {
             tracing::error!(error = %error, "{}", crate::error_chain(&error));
             self.metrics.count_error(error_kind(&error));

@@ -56,6 +56,45 @@ pub trait Dataplane {
     fn status(&self) -> DataplaneStatus {
         DataplaneStatus::default()
     }
+
+    /// Takes the denied and logged packets reported since the last call.
+    fn drain_flow_events(&mut self) -> Vec<FlowRecord> {
+        Vec::new()
+    }
+}
+
+/// A packet the kernel denied, or logged for a Log rule, in names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// A Log rule matched (the packet went on to the next rules); otherwise it was denied.
+    pub logged: bool,
+    pub direction: PolicyDirection,
+    /// The endpoint whose table decided, when still known.
+    pub endpoint: Option<EndpointName>,
+    /// The rule that matched (its policy and index); `None` for the table's default or a
+    /// packet that could not be parsed.
+    pub rule: Option<String>,
+    pub protocol: u8,
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::SocketAddr,
+}
+
+impl std::fmt::Display for FlowRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} → {} proto {} at {} of {} by {}",
+            if self.logged { "logged" } else { "denied" },
+            self.src,
+            self.dst,
+            self.protocol,
+            self.direction.name(),
+            self.endpoint
+                .as_ref()
+                .map_or("an unknown endpoint", |e| e.0.as_str()),
+            self.rule.as_deref().unwrap_or("the default action")
+        )
+    }
 }
 
 /// A dataplane's figures for `/metrics`.

@@ -897,6 +897,47 @@ impl Dataplane for KernelDataplane {
         errors
     }
 
+    fn drain_flow_events(&mut self) -> Vec<super::FlowRecord> {
+        let events = match self.drain_events() {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the flow events");
+                return Vec::new();
+            }
+        };
+        events
+            .into_iter()
+            .map(|event| {
+                let direction = if event.direction == PolicyDir::Egress as u8 {
+                    PolicyDirection::Egress
+                } else {
+                    PolicyDirection::Ingress
+                };
+                let installed = self
+                    .endpoints
+                    .iter()
+                    .find(|(_, installed)| installed.entry.endpoint_id == event.endpoint_id);
+                let rule = installed.and_then(|(_, installed)| {
+                    let table = installed.desired.table(direction)?;
+                    let rule = table.rules.get(usize::try_from(event.rule_index).ok()?)?;
+                    Some(rule.origin.clone())
+                });
+                let addr = |bytes: [u8; 16], port: u16| {
+                    std::net::SocketAddr::new(std::net::Ipv6Addr::from(bytes).to_canonical(), port)
+                };
+                super::FlowRecord {
+                    logged: event.kind == fedwall_common::policy::EVENT_LOG,
+                    direction,
+                    endpoint: installed.map(|(name, _)| name.clone()),
+                    rule,
+                    protocol: event.protocol,
+                    src: addr(event.src, event.src_port),
+                    dst: addr(event.dst, event.dst_port),
+                }
+            })
+            .collect()
+    }
+
     fn status(&self) -> super::DataplaneStatus {
         let mut status = super::DataplaneStatus::default();
         let (hosts, nets, classes) = self.sets.usage();
