@@ -302,3 +302,35 @@ fn the_agent_killed_under_traffic_leaves_enforcement_and_a_restart_adopts_it() {
         "no program is left attached"
     );
 }
+
+#[test]
+fn nat_follows_a_new_uplink_address() {
+    require_root!();
+    let site = build_site().expect("site");
+    let _agent = site.start_agent().expect("agent");
+    let client = Place::pod("cluster-a/shop/client-1");
+    let ext = Place::Ext(fedwall_tests::site::EXT_ADDR);
+    assert_eq!(
+        site.tcp(&client, &ext, 7000),
+        Outcome::Allowed {
+            seen_source: fedwall_tests::site::NODE_ADDR
+        }
+    );
+    // Renumber the uplink, as a new DHCP lease would.
+    for argv in [
+        &["sysctl", "-qw", "net.ipv4.conf.up0.promote_secondaries=1"][..],
+        &["ip", "addr", "add", "192.0.2.5/24", "dev", "up0"],
+        &["ip", "addr", "del", "192.0.2.1/24", "dev", "up0"],
+        &["ip", "route", "replace", "default", "via", "192.0.2.2"],
+    ] {
+        site.node.run(argv);
+    }
+    site.ext
+        .run(&["ip", "route", "replace", "default", "via", "192.0.2.5"]);
+    let renumbered = Outcome::Allowed {
+        seen_source: Ipv4Addr::new(192, 0, 2, 5),
+    };
+    eventually("NAT to the uplink's new address", || {
+        site.tcp(&client, &ext, 7000) == renumbered
+    });
+}

@@ -14,7 +14,7 @@ use clap::Args;
 use super::DatastoreArg;
 use crate::calc::CalcConfig;
 use crate::daemon::{Daemon, DebugRequest, Event, EventSink, Metrics, debug, http};
-use crate::dataplane::{KernelDataplane, RouteLookup, Uplink, netlink};
+use crate::dataplane::{KernelDataplane, RouteLookup, Uplink, UplinkChoice, netlink};
 use crate::datastore::FederatedFileSource;
 use crate::paths::{DEFAULT_LISTEN, DEFAULT_PIN_ROOT, DEFAULT_SOCKET};
 
@@ -48,7 +48,8 @@ pub struct AgentArgs {
     #[arg(long, default_value = DEFAULT_PIN_ROOT)]
     pin_root: PathBuf,
     /// An interface that leaves the node, for NAT-outgoing (repeat for several). Default:
-    /// the interfaces of the IPv4 and IPv6 default routes.
+    /// the interfaces of the IPv4 and IPv6 default routes. Either way a changed address or
+    /// default route is followed.
     #[arg(long = "uplink", value_name = "IFACE")]
     uplinks: Vec<String>,
     /// Address of the HTTP endpoints /healthz, /readyz and /metrics.
@@ -75,10 +76,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             args.pin_root.display()
         )
     })?;
-    let uplinks = uplinks(&args.uplinks)?;
-    dataplane
-        .set_nat_uplinks(&uplinks)
-        .context("attaching NAT-outgoing to the uplinks")?;
+    let choice = if args.uplinks.is_empty() {
+        UplinkChoice::DefaultRoutes
+    } else {
+        UplinkChoice::Named(args.uplinks.clone())
+    };
+    let uplinks = dataplane
+        .follow_nat_uplinks(choice)
+        .context("attaching NAT-outgoing to the uplinks (--uplink)")?;
+    report_uplinks(&uplinks);
 
     let metrics = Arc::new(Metrics::default());
     let (events, receiver) = mpsc::channel();
@@ -123,26 +129,16 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The uplinks named, or the default routes' interfaces; none is a warning (no NAT).
-fn uplinks(names: &[String]) -> anyhow::Result<Vec<Uplink>> {
-    let uplinks = if names.is_empty() {
-        Uplink::default_routes().context("finding the default routes' interfaces for NAT")?
-    } else {
-        names
-            .iter()
-            .map(|name| Uplink::from_interface(name))
-            .collect::<Result<_, _>>()
-            .context("--uplink")?
-    };
+/// Says where NAT runs; none is a warning.
+fn report_uplinks(uplinks: &[Uplink]) {
     if uplinks.is_empty() {
         tracing::warn!(
             "no default route and no --uplink: NAT-outgoing is off (policy is still enforced)"
         );
     }
-    for uplink in &uplinks {
+    for uplink in uplinks {
         tracing::info!(uplink = %uplink.name, v4 = ?uplink.v4, v6 = ?uplink.v6, "NAT-outgoing uplink");
     }
-    Ok(uplinks)
 }
 
 fn cleanup(pin_root: &Path, socket: &Path) -> anyhow::Result<ExitCode> {

@@ -27,7 +27,7 @@ pub use kernel::{
     cleanup,
 };
 pub use memory::{Decision, Flow, MemoryDataplane};
-pub use nat::{NatCounts, Uplink};
+pub use nat::{NatCounts, Uplink, UplinkChoice};
 pub use programs::{KernelPrograms, TcProgram};
 pub use stats::ProtoStats;
 

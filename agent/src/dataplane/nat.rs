@@ -32,6 +32,29 @@ pub const NAT_MAPS: [&str; 3] = [NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NAT_STATS_MA
 pub const NAT_LINK_PREFIX: &str = "fw_nat_v1_";
 const LINKS_DIR: &str = "links";
 
+/// Which interfaces NAT-outgoing runs on; looked at again whenever links or routes change,
+/// so a new address (DHCP) or a new default route is followed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UplinkChoice {
+    /// The interfaces of the IPv4 and IPv6 default routes.
+    DefaultRoutes,
+    /// These interfaces, by name.
+    Named(Vec<String>),
+}
+
+impl UplinkChoice {
+    /// The uplinks this choice names now, in the calling thread's namespace.
+    pub fn resolve(&self) -> Result<Vec<Uplink>, DataplaneError> {
+        match self {
+            UplinkChoice::DefaultRoutes => Uplink::default_routes(),
+            UplinkChoice::Named(names) => names
+                .iter()
+                .map(|name| Uplink::from_interface(name))
+                .collect(),
+        }
+    }
+}
+
 /// An interface translated flows leave through.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Uplink {

@@ -35,7 +35,7 @@ use ipsets::{LimitHit, Prefix, SetIndex, SetWrite};
 use tables::{EncodeError, RangeAllocator};
 
 use super::attach::PinnedAttachError;
-use super::nat::{NAT_LINK_PREFIX, NAT_MAPS, NatCounts, NatState, Uplink};
+use super::nat::{NAT_LINK_PREFIX, NAT_MAPS, NatCounts, NatState, Uplink, UplinkChoice};
 use super::{
     Dataplane, DataplaneError, Delta, EndpointName, KernelPrograms, LocalEndpoint, PolicyDirection,
     RuleTable, TcProgram, Verdict,
@@ -175,6 +175,8 @@ pub struct KernelDataplane {
     rejected: u64,
     nr_cpus: usize,
     nat: NatState,
+    /// What NAT's uplinks follow, once [`KernelDataplane::follow_nat_uplinks`] said.
+    uplink_choice: Option<UplinkChoice>,
 }
 
 impl KernelDataplane {
@@ -206,6 +208,7 @@ impl KernelDataplane {
             rejected: 0,
             nr_cpus,
             nat,
+            uplink_choice: None,
         };
         dataplane.adopt()?;
         Ok(dataplane)
@@ -262,6 +265,34 @@ impl KernelDataplane {
     /// for the default), attaching its programs with pinned links.
     pub fn set_nat_uplinks(&mut self, uplinks: &[Uplink]) -> Result<(), DataplaneError> {
         self.nat.set_uplinks(&mut self.programs, uplinks)
+    }
+
+    /// Runs NAT-outgoing on the uplinks `choice` names, and follows them from then on: when
+    /// links or routes change ([`Dataplane::refresh_interfaces`]) the choice is resolved
+    /// again and a changed address or interface is taken over. Returns the uplinks now.
+    pub fn follow_nat_uplinks(
+        &mut self,
+        choice: UplinkChoice,
+    ) -> Result<Vec<Uplink>, DataplaneError> {
+        let uplinks = choice.resolve()?;
+        self.set_nat_uplinks(&uplinks)?;
+        self.uplink_choice = Some(choice);
+        Ok(uplinks)
+    }
+
+    /// Resolves the uplink choice again and applies it if the uplinks changed.
+    fn refresh_uplinks(&mut self) -> Result<(), DataplaneError> {
+        let Some(choice) = &self.uplink_choice else {
+            return Ok(());
+        };
+        let mut wanted = choice.resolve()?;
+        wanted.sort_by_key(|uplink| uplink.ifindex);
+        let current: Vec<Uplink> = self.nat.uplinks().cloned().collect();
+        if wanted != current {
+            tracing::info!(?wanted, ?current, "NAT-outgoing uplinks changed");
+            self.set_nat_uplinks(&wanted)?;
+        }
+        Ok(())
     }
 
     /// NAT packets per reason, summed over CPUs.
@@ -883,6 +914,9 @@ impl Dataplane for KernelDataplane {
             }
         }
         let mut errors = Vec::new();
+        if let Err(error) = self.refresh_uplinks() {
+            errors.push(error);
+        }
         for name in changed {
             let endpoint = match (self.waiting.get(&name), self.endpoints.get(&name)) {
                 (Some((endpoint, _)), _) => endpoint.clone(),
