@@ -39,7 +39,8 @@ fn pod(name: &str, app: &str, ip: &str) -> String {
 
 fn eval(dir: &Path, selector: &str, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fedwall"))
-        .args(["eval", selector, "--datastore"])
+        // The datastore's answer, even if an agent runs on this machine.
+        .args(["eval", selector, "--no-agent", "--datastore"])
         .arg(format!("file:{}", dir.display()))
         .args(extra)
         .env_remove("FEDWALL_CLUSTER_NAME")

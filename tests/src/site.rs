@@ -351,6 +351,7 @@ impl Site {
                 Ok(report.endpoints.into_iter().map(|e| e.name).collect())
             }
             Some(DebugResponse::Error(e)) => bail!("agent: {e}"),
+            Some(other) => bail!("the agent answered {other:?} to an eval"),
             None => bail!("no agent answers on {}", self.socket().display()),
         }
     }

@@ -189,6 +189,25 @@ fn a_broken_remote_cluster_is_reported_while_the_rest_keeps_working() {
     );
     assert!(allowed(&site.tcp(&client_b1(), &web(), 8080)));
     assert!(!allowed(&site.tcp(&batch_b2(), &web(), 8080)));
+    // `fedwall why` asks the agent, which names the rule (and no datastore is needed).
+    let output = Command::new(fedwall_binary().expect("fedwall binary"))
+        .args([
+            "why",
+            "10.20.0.12",
+            "10.10.0.11",
+            "--port",
+            "8080",
+            "--socket",
+        ])
+        .arg(site.socket())
+        .output()
+        .expect("run fedwall why");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "denied: {text}");
+    assert!(
+        text.contains("ingress of a-node-1/k8s/shop.web-1/eth0: denied: policies apply and none of their rules matched"),
+        "{text}"
+    );
     // The kernel reported the denied SYNs; the agent drains and counts them.
     eventually("denied flow events counted", || {
         site.metric(r#"fedwall_flow_events_total{kind="denied"}"#)

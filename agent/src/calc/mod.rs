@@ -14,6 +14,7 @@ mod compile;
 pub mod eval;
 #[cfg(test)]
 mod tests;
+pub mod why;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -802,6 +803,15 @@ impl Calc {
         }
         deltas.append(&mut self.pool_deltas);
         deltas
+    }
+
+    /// Whether `addr` is a member of set `id` (a member CIDR containing it counts), as the
+    /// dataplane was told.
+    pub fn set_contains(&self, id: IpSetId, addr: std::net::IpAddr) -> bool {
+        self.sets
+            .values()
+            .find(|set| set.id == id)
+            .is_some_and(|set| set.members.keys().any(|net| net.contains(&addr)))
     }
 
     /// The local endpoints' current desired state.

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{DatastoreArg, OutputFormat};
+use super::{DatastoreArg, OutputFormat, ask_agent, note_agent};
 use crate::calc::eval::{EvalReport, ReadProblem, eval};
 use crate::calc::{Calc, CalcConfig};
-use crate::daemon::{DebugRequest, DebugResponse, debug};
+use crate::daemon::{DebugRequest, DebugResponse};
 use crate::datastore::{FederatedSnapshot, Origin, Update, read_federated};
 use crate::paths::DEFAULT_SOCKET;
 use crate::selector::Selector;
@@ -52,17 +52,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         let request = DebugRequest::Eval {
             selector: args.selector.clone(),
         };
-        match debug::ask(&args.socket, &request)? {
+        match ask_agent(&args.socket, &request)? {
             Some(DebugResponse::Eval(report)) => {
-                eprintln!(
-                    "(answered by the agent running on this node, {})",
-                    args.socket.display()
-                );
+                note_agent(&args.socket);
                 return finish(&report, args.output);
             }
-            Some(DebugResponse::Error(error)) => {
-                anyhow::bail!("the agent on {}: {error}", args.socket.display())
-            }
+            Some(other) => anyhow::bail!("the agent answered {other:?} to an eval"),
             None => {}
         }
     }
@@ -115,12 +110,21 @@ fn from_snapshot(
     cluster_name: &str,
     selector: &Selector,
 ) -> EvalReport {
-    let mut calc = Calc::new(CalcConfig {
+    let config = CalcConfig {
         node: String::new(),
         cluster_name: cluster_name.to_owned(),
-    });
+    };
+    let (calc, file_problems) = load(snapshot, config);
+    let mut report = eval(&calc, selector);
+    report.problems.extend(file_problems);
+    report
+}
+
+/// Calc fed with a snapshot, as the agent would be, and the documents that did not load.
+pub(super) fn load(snapshot: &FederatedSnapshot, config: CalcConfig) -> (Calc, Vec<ReadProblem>) {
+    let mut calc = Calc::new(config);
     let mut file_problems = Vec::new();
-    let mut load = |origin: Origin, dir: &crate::datastore::DirSnapshot| {
+    let mut feed = |origin: Origin, dir: &crate::datastore::DirSnapshot| {
         for object in dir.objects.values() {
             calc.apply(&Update::Set {
                 origin: origin.clone(),
@@ -137,10 +141,10 @@ fn from_snapshot(
                 }),
         );
     };
-    load(Origin::Local, &snapshot.local);
+    feed(Origin::Local, &snapshot.local);
     for (name, remote) in &snapshot.remotes {
         if let Some(dir) = &remote.snapshot {
-            load(Origin::Remote(name.clone()), dir);
+            feed(Origin::Remote(name.clone()), dir);
         }
     }
     for (name, remote) in &snapshot.remotes {
@@ -149,7 +153,6 @@ fn from_snapshot(
             state: remote.state.clone(),
         });
     }
-    let mut report = eval(&calc, selector);
-    report.problems.extend(file_problems);
-    report
+    calc.flush();
+    (calc, file_problems)
 }

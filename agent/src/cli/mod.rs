@@ -5,6 +5,7 @@ mod agent;
 mod bpf;
 mod eval;
 mod selector;
+mod why;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ enum Command {
     Selector(selector::SelectorCommand),
     /// List the endpoints, local and remote, that a selector matches (like calicoq eval).
     Eval(eval::EvalArgs),
+    /// Say whether a flow would be allowed on this node, and which policy rule decides.
+    Why(why::WhyArgs),
 }
 
 /// Where cluster data comes from.
@@ -62,6 +65,28 @@ impl DatastoreArg {
     }
 }
 
+/// Asks the agent on `socket`; `Ok(None)` when no agent answers there, an error when it
+/// answers with one.
+pub fn ask_agent(
+    socket: &std::path::Path,
+    request: &crate::daemon::DebugRequest,
+) -> anyhow::Result<Option<crate::daemon::DebugResponse>> {
+    match crate::daemon::debug::ask(socket, request)? {
+        Some(crate::daemon::DebugResponse::Error(error)) => {
+            anyhow::bail!("the agent on {}: {error}", socket.display())
+        }
+        answer => Ok(answer),
+    }
+}
+
+/// Says on stderr that the answer comes from the running agent.
+pub fn note_agent(socket: &std::path::Path) {
+    eprintln!(
+        "(answered by the agent running on this node, {})",
+        socket.display()
+    );
+}
+
 /// Output format of the inspection commands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -80,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Bpf(command) => bpf::run(command),
         Command::Selector(command) => selector::run(command),
         Command::Eval(args) => eval::run(args),
+        Command::Why(args) => why::run(args),
     };
     match result {
         Ok(code) => code,

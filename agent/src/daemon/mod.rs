@@ -17,6 +17,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use crate::calc::eval::{EvalReport, eval};
+use crate::calc::why::{WhyReport, why};
 use crate::calc::{Calc, CalcConfig};
 use crate::dataplane::Dataplane;
 use crate::datastore::{SinkClosed, Update, UpdateSink};
@@ -45,12 +46,37 @@ pub enum Event {
 pub enum DebugRequest {
     /// `fedwall eval`: the endpoints a selector matches, in the agent's exact view.
     Eval { selector: String },
+    /// `fedwall why`: how this node's tables decide a flow's first packet.
+    Why(WhyRequest),
+}
+
+/// A flow's first packet, as `fedwall why` asks about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WhyRequest {
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
+    pub protocol: u8,
+    pub ports: Option<(u16, u16)>,
+    pub icmp: Option<(u8, u8)>,
+}
+
+impl WhyRequest {
+    pub fn flow(&self) -> crate::dataplane::Flow {
+        crate::dataplane::Flow {
+            src: self.src,
+            dst: self.dst,
+            protocol: self.protocol,
+            ports: self.ports,
+            icmp: self.icmp,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DebugResponse {
     Eval(EvalReport),
+    Why(WhyReport),
     Error(String),
 }
 
@@ -229,6 +255,7 @@ impl<D: Dataplane> Daemon<D> {
                 Ok(selector) => DebugResponse::Eval(eval(&self.calc, &selector)),
                 Err(e) => DebugResponse::Error(format!("selector {selector:?}: {e}")),
             },
+            DebugRequest::Why(request) => DebugResponse::Why(why(&self.calc, &request.flow())),
         }
     }
 }

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 
 use super::desired::{
     Delta, EndpointName, IcmpMatch, IpSetId, LocalEndpoint, NatPool, PolicyDirection, RuleAction,
-    SideMatch, Verdict,
+    RuleTable, SideMatch, Verdict,
 };
 use super::{Dataplane, DataplaneError};
 use fedwall_common::net::ip_proto;
@@ -86,46 +86,25 @@ impl MemoryDataplane {
         flow: &Flow,
     ) -> Option<Decision> {
         let endpoint = self.endpoints.get(endpoint)?;
-        let Some(table) = endpoint.table(direction) else {
-            return Some(Decision::NoPolicy);
-        };
-        let mut logged = Vec::new();
-        for (index, rule) in table.rules.iter().enumerate() {
-            let matches = rule.protocol.is_none_or(|p| p == flow.protocol)
-                && rule.not_protocol.is_none_or(|p| p != flow.protocol)
-                && icmp_matches(rule.icmp, flow, true)
-                && icmp_matches(rule.not_icmp, flow, false)
-                && self.side_matches(&rule.source, flow.src, flow.ports.map(|p| p.0))
-                && self.side_matches(&rule.destination, flow.dst, flow.ports.map(|p| p.1));
-            if !matches {
-                continue;
-            }
-            let verdict = match rule.action {
-                RuleAction::Log => {
-                    logged.push(rule.origin.clone());
-                    continue;
-                }
-                RuleAction::Allow => Verdict::Allow,
-                RuleAction::Deny => Verdict::Deny,
-            };
-            return Some(Decision::Rule {
-                verdict,
-                origin: rule.origin.clone(),
-                index,
-                logged,
-            });
-        }
-        Some(Decision::Default {
-            verdict: table.default,
-            logged,
-        })
+        Some(decide(endpoint.table(direction), flow, |set, addr| {
+            self.contains(set, addr)
+        }))
     }
+}
 
-    fn side_matches(&self, side: &SideMatch, addr: IpAddr, port: Option<u16>) -> bool {
-        let sets_hold = side
-            .sets
-            .iter()
-            .all(|m| self.contains(m.set, addr) == m.member);
+/// What the kernel must do with the first packet of `flow` meeting `table` (`None`: no
+/// policy applies in that direction), with set membership answered by `contains`. The
+/// one statement of the walk: first match decides, Log rules are noted and passed.
+pub fn decide(
+    table: Option<&RuleTable>,
+    flow: &Flow,
+    contains: impl Fn(IpSetId, IpAddr) -> bool,
+) -> Decision {
+    let Some(table) = table else {
+        return Decision::NoPolicy;
+    };
+    let side_matches = |side: &SideMatch, addr: IpAddr, port: Option<u16>| {
+        let sets_hold = side.sets.iter().all(|m| contains(m.set, addr) == m.member);
         // Port conditions only hold for packets that have ports: a rule with `ports` never
         // matches ICMP, and neither does one with `notPorts` (Calico requires a protocol
         // with ports for both).
@@ -137,6 +116,36 @@ impl MemoryDataplane {
             None => side.ports.is_empty() && side.not_ports.is_empty(),
         };
         sets_hold && ports_hold
+    };
+    let mut logged = Vec::new();
+    for (index, rule) in table.rules.iter().enumerate() {
+        let matches = rule.protocol.is_none_or(|p| p == flow.protocol)
+            && rule.not_protocol.is_none_or(|p| p != flow.protocol)
+            && icmp_matches(rule.icmp, flow, true)
+            && icmp_matches(rule.not_icmp, flow, false)
+            && side_matches(&rule.source, flow.src, flow.ports.map(|p| p.0))
+            && side_matches(&rule.destination, flow.dst, flow.ports.map(|p| p.1));
+        if !matches {
+            continue;
+        }
+        let verdict = match rule.action {
+            RuleAction::Log => {
+                logged.push(rule.origin.clone());
+                continue;
+            }
+            RuleAction::Allow => Verdict::Allow,
+            RuleAction::Deny => Verdict::Deny,
+        };
+        return Decision::Rule {
+            verdict,
+            origin: rule.origin.clone(),
+            index,
+            logged,
+        };
+    }
+    Decision::Default {
+        verdict: table.default,
+        logged,
     }
 }
 

@@ -26,7 +26,7 @@ pub use kernel::{
     Cleanup, InterfaceResolver, KernelDataplane, RouteLookup, StaticInterfaces, VerdictCounts,
     cleanup,
 };
-pub use memory::{Decision, Flow, MemoryDataplane};
+pub use memory::{Decision, Flow, MemoryDataplane, decide};
 pub use nat::{NatCounts, Uplink, UplinkChoice};
 pub use programs::{KernelPrograms, TcProgram};
 pub use stats::ProtoStats;

@@ -251,6 +251,19 @@ pub fn host_endpoint(cluster: &Cluster, hep: &HostEndpoint) -> Result<Endpoint, 
 
 /// The IP protocol number of a protocol as policies and pods name it: `TCP`, `UDP`,
 /// `ICMP`, `ICMPv6`, `SCTP`, `UDPLite` (any case), or a number 1–255.
+/// The protocol's name as policies write it (`tcp`, …), or its number.
+pub fn protocol_name(number: u8) -> String {
+    match number {
+        ip_proto::TCP => "tcp".into(),
+        ip_proto::UDP => "udp".into(),
+        ip_proto::ICMP => "icmp".into(),
+        ip_proto::ICMPV6 => "icmpv6".into(),
+        ip_proto::SCTP => "sctp".into(),
+        ip_proto::UDPLITE => "udplite".into(),
+        other => other.to_string(),
+    }
+}
+
 pub fn protocol_number(name: &str) -> Option<u8> {
     match name.to_ascii_lowercase().as_str() {
         "tcp" => Some(ip_proto::TCP),
