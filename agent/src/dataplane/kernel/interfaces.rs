@@ -49,7 +49,9 @@ impl InterfaceResolver for RouteLookup {
             .map_err(|e| no_interface(format!("no route to {addr}: {e}")))?;
         if !route.unicast {
             return Err(no_interface(format!(
-                "{addr} is an address of this node, not of a pod"
+                "{addr} is an address of this node, not of a pod (a host endpoint: fedwall \
+                 does not enforce policy on host interfaces yet; remote clusters can still \
+                 select it)"
             )));
         }
         if route.via_gateway {
