@@ -4,10 +4,10 @@
 //! (in the pinned conntrack table) outlive the agent.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use aya::maps::{
     HashMap as BpfHashMap, Map, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie,
@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use super::attach::PinnedAttachError;
 use super::kernel::ipsets::{Prefix, addr_bytes};
 use super::kernel::{is_full, is_missing, remove_pin, sum};
-use super::{DataplaneError, KernelPrograms, NatPool, TcProgram};
+use super::{DataplaneError, KernelPrograms, NatPool, TcProgram, netlink};
 
 /// The NAT maps, for the stale-pin sweep.
 pub const NAT_MAPS: [&str; 3] = [NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NAT_STATS_MAP];
@@ -69,21 +69,18 @@ pub struct Uplink {
 
 impl Uplink {
     /// The interface `name` of the calling thread's namespace, with its first global
-    /// address of each family (`ip -j addr show dev <name>`) and the default port range.
+    /// address of each family and the default port range (asked over netlink).
     pub fn from_interface(name: &str) -> Result<Uplink, DataplaneError> {
         let fail = |reason: String| DataplaneError::NatUplink {
             uplink: name.to_owned(),
             reason,
         };
-        let links: Vec<serde_json::Value> =
-            ip_json(&["addr", "show", "dev", name]).map_err(fail)?;
-        let link = links
-            .first()
-            .ok_or_else(|| fail("no such interface".to_owned()))?;
-        let ifindex =
-            link.get("ifindex")
-                .and_then(serde_json::Value::as_u64)
-                .ok_or_else(|| fail("iproute2 reported no ifindex".to_owned()))? as u32;
+        let c_name = CString::new(name).map_err(|e| fail(e.to_string()))?;
+        // SAFETY: c_name is a valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(fail("no such interface".to_owned()));
+        }
         let mut uplink = Uplink {
             name: name.to_owned(),
             ifindex,
@@ -91,16 +88,15 @@ impl Uplink {
             v6: None,
             ports: NAT_PORT_FIRST..=NAT_PORT_LAST,
         };
-        let addrs = link.get("addr_info").and_then(serde_json::Value::as_array);
-        for info in addrs.into_iter().flatten() {
-            let global = info.get("scope").and_then(serde_json::Value::as_str) == Some("global");
-            let local = info
-                .get("local")
-                .and_then(serde_json::Value::as_str)
-                .and_then(|a| a.parse::<IpAddr>().ok());
-            match (global, local) {
-                (true, Some(IpAddr::V4(v4))) if uplink.v4.is_none() => uplink.v4 = Some(v4),
-                (true, Some(IpAddr::V6(v6))) if uplink.v6.is_none() => uplink.v6 = Some(v6),
+        let addresses =
+            netlink::addresses().map_err(|e| fail(format!("cannot list addresses: {e}")))?;
+        for address in addresses
+            .iter()
+            .filter(|a| a.ifindex == ifindex && a.global)
+        {
+            match address.addr {
+                IpAddr::V4(v4) if uplink.v4.is_none() => uplink.v4 = Some(v4),
+                IpAddr::V6(v6) if uplink.v6.is_none() => uplink.v6 = Some(v6),
                 _ => {}
             }
         }
@@ -113,23 +109,19 @@ impl Uplink {
     /// The interfaces of the default routes (IPv4 and IPv6) of the calling thread's
     /// namespace: NAT-outgoing's default uplinks.
     pub fn default_routes() -> Result<Vec<Uplink>, DataplaneError> {
-        let mut names = BTreeSet::new();
-        for family in ["-4", "-6"] {
-            let routes: Vec<serde_json::Value> = ip_json(&[family, "route", "show", "default"])
-                .map_err(|reason| DataplaneError::NatUplink {
+        let mut ifindexes = BTreeSet::new();
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let found = netlink::default_route_interfaces(family).map_err(|e| {
+                DataplaneError::NatUplink {
                     uplink: "(default route)".to_owned(),
-                    reason,
-                })?;
-            names.extend(
-                routes
-                    .iter()
-                    .filter_map(|r| r.get("dev").and_then(serde_json::Value::as_str))
-                    .map(str::to_owned),
-            );
+                    reason: format!("cannot list the default routes: {e}"),
+                }
+            })?;
+            ifindexes.extend(found);
         }
-        names
-            .iter()
-            .map(|name| Uplink::from_interface(name))
+        ifindexes
+            .into_iter()
+            .map(|ifindex| Uplink::from_interface(&interface_name(ifindex)?))
             .collect()
     }
 
@@ -157,21 +149,20 @@ impl Uplink {
     }
 }
 
-fn ip_json(args: &[&str]) -> Result<Vec<serde_json::Value>, String> {
-    let output = Command::new("ip")
-        .arg("-j")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip {}`: {e}", args.join(" ")))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
+/// The name of interface `ifindex`.
+fn interface_name(ifindex: u32) -> Result<String, DataplaneError> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return Err(DataplaneError::NatUplink {
+            uplink: format!("interface {ifindex}"),
+            reason: format!("it has no name: {}", std::io::Error::last_os_error()),
+        });
     }
-    serde_json::from_slice(&output.stdout)
-        .map_err(|e| format!("unreadable `ip {}` output: {e}", args.join(" ")))
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
 }
 
 /// NAT packets per reason, summed over CPUs.

@@ -11,6 +11,15 @@ use std::time::Duration;
 const NLMSG_HDRLEN: usize = 16;
 const RTMSG_LEN: usize = 12;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_TABLE: u16 = 15;
+const RT_TABLE_MAIN: u8 = 254;
+const RT_SCOPE_UNIVERSE: u8 = 0;
 const NLM_F_REQUEST: u16 = 1;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
@@ -89,26 +98,30 @@ fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// The route the kernel would use to reach `addr` (`ip route get`).
-pub fn route_get(addr: IpAddr) -> io::Result<Route> {
-    let (family, bytes): (u8, Vec<u8>) = match addr {
-        IpAddr::V4(v4) => (libc::AF_INET as u8, v4.octets().to_vec()),
-        IpAddr::V6(v6) => (libc::AF_INET6 as u8, v6.octets().to_vec()),
-    };
-    let attr_len = 4 + bytes.len();
-    let len = NLMSG_HDRLEN + RTMSG_LEN + attr_len;
+fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn malformed(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {what}"))
+}
+
+/// Sends one request and collects the replies' (type, payload) until the answer is
+/// complete: one message, or for a dump everything up to `NLMSG_DONE`. An error reply
+/// becomes the OS error it carries.
+fn exchange(kind: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
+    let len = NLMSG_HDRLEN + body.len();
     let mut request = Vec::with_capacity(len);
     request.extend_from_slice(&(len as u32).to_ne_bytes());
-    request.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
-    request.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    request.extend_from_slice(&kind.to_ne_bytes());
+    request.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
     request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel assigns
-    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
-    request.extend_from_slice(&[family, (bytes.len() * 8) as u8, 0, 0, 0, 0, 0, 0]);
-    request.extend_from_slice(&0u32.to_ne_bytes());
-    request.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    request.extend_from_slice(&RTA_DST.to_ne_bytes());
-    request.extend_from_slice(&bytes);
+    request.extend_from_slice(body);
 
     let fd = socket()?;
     set_recv_timeout(&fd, Duration::from_secs(2))?;
@@ -127,63 +140,170 @@ pub fn route_get(addr: IpAddr) -> io::Result<Route> {
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut buf = vec![0u8; 16 * 1024];
-    let n = recv(&fd, &mut buf)?;
-    parse_route_reply(&buf[..n])
-}
-
-fn u16_at(buf: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn malformed(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {what}"))
-}
-
-fn parse_route_reply(buf: &[u8]) -> io::Result<Route> {
-    let len = u32_at(buf, 0).ok_or_else(|| malformed("short reply"))? as usize;
-    let kind = u16_at(buf, 4).ok_or_else(|| malformed("short reply"))?;
-    let message = buf.get(..len).ok_or_else(|| malformed("truncated reply"))?;
-    match kind {
-        NLMSG_ERROR => {
-            let errno = u32_at(message, NLMSG_HDRLEN).ok_or_else(|| malformed("short error"))?;
-            Err(io::Error::from_raw_os_error(-(errno as i32)))
-        }
-        RTM_NEWROUTE => {
-            let rtmsg = message
-                .get(NLMSG_HDRLEN..NLMSG_HDRLEN + RTMSG_LEN)
-                .ok_or_else(|| malformed("short route"))?;
-            let mut route = Route {
-                ifindex: 0,
-                via_gateway: false,
-                unicast: rtmsg[7] == RTN_UNICAST,
-            };
-            let mut at = NLMSG_HDRLEN + RTMSG_LEN;
-            while let (Some(attr_len), Some(attr_type)) =
-                (u16_at(message, at), u16_at(message, at + 2))
-            {
-                let attr_len = usize::from(attr_len);
-                if attr_len < 4 {
-                    break;
-                }
-                match attr_type & 0x3fff {
-                    RTA_OIF => route.ifindex = u32_at(message, at + 4).unwrap_or(0),
-                    RTA_GATEWAY | RTA_VIA => route.via_gateway = true,
-                    _ => {}
-                }
-                at += attr_len.next_multiple_of(4);
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let mut replies = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(&fd, &mut buf)?;
+        let mut at = 0;
+        while at + NLMSG_HDRLEN <= n {
+            let len = u32_at(&buf, at).ok_or_else(|| malformed("short header"))? as usize;
+            let kind = u16_at(&buf, at + 4).ok_or_else(|| malformed("short header"))?;
+            if len < NLMSG_HDRLEN || at + len > n {
+                return Err(malformed("truncated message"));
             }
-            if route.ifindex == 0 {
-                return Err(malformed("the route names no interface"));
+            let payload = &buf[at + NLMSG_HDRLEN..at + len];
+            match kind {
+                NLMSG_DONE => return Ok(replies),
+                NLMSG_ERROR => {
+                    let errno = u32_at(payload, 0).ok_or_else(|| malformed("short error"))?;
+                    if errno != 0 {
+                        return Err(io::Error::from_raw_os_error(-(errno as i32)));
+                    }
+                }
+                _ => replies.push((kind, payload.to_vec())),
             }
-            Ok(route)
+            at += len.next_multiple_of(4);
         }
-        other => Err(malformed(&format!("unexpected reply type {other}"))),
+        if !dump && !replies.is_empty() {
+            return Ok(replies);
+        }
     }
+}
+
+/// The attributes `(type, value)` of a message body after its fixed header of `skip` bytes.
+fn attributes(body: &[u8], skip: usize) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = skip;
+    std::iter::from_fn(move || {
+        let len = usize::from(u16_at(body, at)?);
+        let kind = u16_at(body, at + 2)?;
+        let value = body.get(at + 4..at + len.max(4))?;
+        if len < 4 {
+            return None;
+        }
+        at += len.next_multiple_of(4);
+        Some((kind & 0x3fff, value))
+    })
+}
+
+fn route_of(body: &[u8]) -> io::Result<(Route, u8, u8)> {
+    let rtmsg = body
+        .get(..RTMSG_LEN)
+        .ok_or_else(|| malformed("short route"))?;
+    let (dst_len, mut table) = (rtmsg[1], rtmsg[4]);
+    let mut route = Route {
+        ifindex: 0,
+        via_gateway: false,
+        unicast: rtmsg[7] == RTN_UNICAST,
+    };
+    for (kind, value) in attributes(body, RTMSG_LEN) {
+        match kind {
+            RTA_OIF => route.ifindex = u32_at(value, 0).unwrap_or(0),
+            RTA_GATEWAY | RTA_VIA => route.via_gateway = true,
+            RTA_TABLE => table = u32_at(value, 0).map_or(table, |t| t as u8),
+            _ => {}
+        }
+    }
+    Ok((route, dst_len, table))
+}
+
+/// The route the kernel would use to reach `addr` (`ip route get`).
+pub fn route_get(addr: IpAddr) -> io::Result<Route> {
+    let (family, bytes): (u8, Vec<u8>) = match addr {
+        IpAddr::V4(v4) => (libc::AF_INET as u8, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (libc::AF_INET6 as u8, v6.octets().to_vec()),
+    };
+    // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags; then RTA_DST.
+    let mut body = vec![
+        family,
+        (bytes.len() * 8) as u8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    body.extend_from_slice(&((4 + bytes.len()) as u16).to_ne_bytes());
+    body.extend_from_slice(&RTA_DST.to_ne_bytes());
+    body.extend_from_slice(&bytes);
+    let replies = exchange(RTM_GETROUTE, 0, &body)?;
+    let (_, body) = replies
+        .iter()
+        .find(|(kind, _)| *kind == RTM_NEWROUTE)
+        .ok_or_else(|| malformed("no route in the reply"))?;
+    let (route, _, _) = route_of(body)?;
+    if route.ifindex == 0 {
+        return Err(malformed("the route names no interface"));
+    }
+    Ok(route)
+}
+
+/// The interfaces of the main table's default routes of a family (`ip route show
+/// default`): `AF_INET` or `AF_INET6`.
+pub fn default_route_interfaces(family: i32) -> io::Result<Vec<u32>> {
+    let body = [family as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut found = Vec::new();
+    for (kind, body) in exchange(RTM_GETROUTE, NLM_F_DUMP, &body)? {
+        if kind != RTM_NEWROUTE {
+            continue;
+        }
+        let (route, dst_len, table) = route_of(&body)?;
+        if dst_len == 0 && table == RT_TABLE_MAIN && route.unicast && route.ifindex != 0 {
+            found.push(route.ifindex);
+        }
+    }
+    Ok(found)
+}
+
+/// An address of an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub ifindex: u32,
+    pub addr: IpAddr,
+    /// Global scope (not link- or host-local).
+    pub global: bool,
+}
+
+/// Every interface address, in the kernel's order (`ip addr show`).
+pub fn addresses() -> io::Result<Vec<Address>> {
+    // ifaddrmsg: family, prefixlen, flags, scope, index.
+    let body = [0u8; 8];
+    let mut found = Vec::new();
+    for (kind, body) in exchange(RTM_GETADDR, NLM_F_DUMP, &body)? {
+        if kind != RTM_NEWADDR || body.len() < 8 {
+            continue;
+        }
+        let (family, scope) = (body[0], body[3]);
+        let ifindex = u32_at(&body, 4).unwrap_or(0);
+        let (mut local, mut address) = (None, None);
+        for (kind, value) in attributes(&body, 8) {
+            let addr = match (i32::from(family), value.len()) {
+                (libc::AF_INET, 4) => <[u8; 4]>::try_from(value).ok().map(IpAddr::from),
+                (libc::AF_INET6, 16) => <[u8; 16]>::try_from(value).ok().map(IpAddr::from),
+                _ => None,
+            };
+            match kind {
+                IFA_LOCAL => local = addr,
+                IFA_ADDRESS => address = addr,
+                _ => {}
+            }
+        }
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS the peer's on
+        // point-to-point links.
+        if let Some(addr) = local.or(address) {
+            found.push(Address {
+                ifindex,
+                addr,
+                global: scope == RT_SCOPE_UNIVERSE,
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// A subscription to link and route changes of the calling thread's namespace.
@@ -255,12 +375,13 @@ mod tests {
     }
 
     #[test]
-    fn an_error_reply_becomes_the_os_error() {
-        let mut reply = vec![0u8; 36];
-        reply[..4].copy_from_slice(&36u32.to_ne_bytes());
-        reply[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        reply[16..20].copy_from_slice(&(-libc::ENETUNREACH).to_ne_bytes());
-        let error = parse_route_reply(&reply).expect_err("an error reply");
-        assert_eq!(error.raw_os_error(), Some(libc::ENETUNREACH));
+    fn loopback_has_its_address() {
+        let addrs = addresses().expect("an address dump");
+        assert!(
+            addrs.iter().any(|a| a.ifindex == 1
+                && a.addr == IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
+                && !a.global),
+            "{addrs:?}"
+        );
     }
 }
