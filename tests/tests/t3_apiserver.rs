@@ -278,3 +278,39 @@ fn a_kubeconfig_secret_gives_another_cluster_read_only_access() {
     );
     assert_eq!(status.code, 403, "{status:?}");
 }
+
+#[test]
+fn an_apiserver_outage_refuses_connections_and_a_restart_serves_the_same_data() {
+    require_root!();
+    let mut cluster = Cluster::start("cluster-b");
+    web_pod(&cluster, B_NODE_IP, &[ip(B_POD_IP)]);
+    let reader = cluster
+        .create_reader("kube-system", "fedwall-remote")
+        .client();
+    assert_eq!(
+        list_pods(reader.clone(), "shop")
+            .expect("list before the outage")
+            .len(),
+        1
+    );
+
+    cluster.stop_apiserver();
+    match list_pods(reader.clone(), "shop") {
+        Err(kube::Error::Api(status)) => panic!("a stopped apiserver answered: {status:?}"),
+        Err(_) => {}
+        Ok(pods) => panic!("a stopped apiserver listed {} pods", pods.len()),
+    }
+
+    // Same address, same CA, same token key: the client made before the outage goes on.
+    cluster.start_apiserver();
+    let pods = list_pods(reader, "shop").expect("list after the restart");
+    assert_eq!(
+        pods.iter().map(pod_summary).collect::<Vec<_>>(),
+        vec![(
+            Some("Running".to_owned()),
+            Some(B_POD_IP.to_owned()),
+            vec![B_POD_IP.to_owned()],
+            Some("cluster-b-node-1".to_owned())
+        )]
+    );
+}

@@ -52,8 +52,11 @@ pub struct Cluster {
     ca_pem: String,
     admin_kubeconfig: PathBuf,
     client: Client,
+    /// How to start the apiserver again after [`Cluster::stop_apiserver`].
+    apiserver_command: (PathBuf, Vec<String>),
     controller_manager: Daemon,
-    apiserver: Daemon,
+    /// None while stopped.
+    apiserver: Option<Daemon>,
     etcd: Daemon,
     dir: StateDir,
 }
@@ -136,28 +139,19 @@ impl Cluster {
             etcd.assert_running();
             etcd_healthy(etcd_port).then_some(())
         });
+        let apiserver_command = (
+            bin.join("kube-apiserver"),
+            apiserver_args(name, path, &pki, etcd_port, apiserver_port),
+        );
         let mut apiserver = Daemon::spawn(
             "kube-apiserver",
-            &bin.join("kube-apiserver"),
-            &apiserver_args(name, path, &pki, etcd_port, apiserver_port),
+            &apiserver_command.0,
+            &apiserver_command.1,
             path,
         );
         let client = client_for(&admin);
         // The controller-manager gives up on an apiserver that is not healthy within 10 s.
-        wait_until(
-            &format!("{name}'s apiserver /readyz ok"),
-            START_TIMEOUT,
-            || {
-                etcd.assert_running();
-                apiserver.assert_running();
-                let request = http::Request::get("/readyz")
-                    .body(Vec::new())
-                    .expect("a GET /readyz request");
-                block_on(client.request_text(request))
-                    .is_ok_and(|body| body.trim() == "ok")
-                    .then_some(())
-            },
-        );
+        wait_readyz(name, &client, &mut [&mut etcd, &mut apiserver]);
         let controller_manager = Daemon::spawn(
             "kube-controller-manager",
             &bin.join("kube-controller-manager"),
@@ -170,8 +164,9 @@ impl Cluster {
             ca_pem: pki.ca_pem,
             admin_kubeconfig,
             client,
+            apiserver_command,
             controller_manager,
-            apiserver,
+            apiserver: Some(apiserver),
             etcd,
             dir,
         };
@@ -210,7 +205,9 @@ impl Cluster {
 
     fn assert_running(&mut self) {
         self.etcd.assert_running();
-        self.apiserver.assert_running();
+        if let Some(apiserver) = &mut self.apiserver {
+            apiserver.assert_running();
+        }
         self.controller_manager.assert_running();
     }
 
@@ -239,13 +236,45 @@ impl Cluster {
         self.client.clone()
     }
 
-    /// The pids of etcd, kube-apiserver and kube-controller-manager.
-    pub fn pids(&self) -> [u32; 3] {
+    /// The pids of etcd, kube-apiserver (unless stopped) and kube-controller-manager.
+    pub fn pids(&self) -> Vec<u32> {
         [
-            self.etcd.pid(),
-            self.apiserver.pid(),
-            self.controller_manager.pid(),
+            Some(&self.etcd),
+            self.apiserver.as_ref(),
+            Some(&self.controller_manager),
         ]
+        .into_iter()
+        .flatten()
+        .map(Daemon::pid)
+        .collect()
+    }
+
+    /// Stops kube-apiserver, as an outage looks to its clients (connections refused); etcd
+    /// and the controller-manager go on, and the data stays.
+    pub fn stop_apiserver(&mut self) {
+        assert!(
+            self.apiserver.take().is_some(),
+            "{}: the apiserver is already stopped",
+            self.name
+        );
+    }
+
+    /// Starts kube-apiserver again after [`Cluster::stop_apiserver`], on the same address
+    /// with the same data and keys; returns once `/readyz` is ok.
+    pub fn start_apiserver(&mut self) {
+        assert!(
+            self.apiserver.is_none(),
+            "{}: the apiserver is running",
+            self.name
+        );
+        let (binary, args) = &self.apiserver_command;
+        let mut apiserver = Daemon::spawn("kube-apiserver", binary, args, self.dir.path());
+        wait_readyz(
+            &self.name,
+            &self.client,
+            &mut [&mut self.etcd, &mut apiserver, &mut self.controller_manager],
+        );
+        self.apiserver = Some(apiserver);
     }
 
     /// The directory holding the cluster's certificates, etcd data and daemon logs.
@@ -594,6 +623,25 @@ contexts:
 current-context: {cluster}
 "
     )
+}
+
+/// Waits until the apiserver's `/readyz` answers ok, checking meanwhile that `daemons` run.
+fn wait_readyz(name: &str, client: &Client, daemons: &mut [&mut Daemon]) {
+    wait_until(
+        &format!("{name}'s apiserver /readyz ok"),
+        START_TIMEOUT,
+        || {
+            for daemon in daemons.iter_mut() {
+                daemon.assert_running();
+            }
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("a GET /readyz request");
+            block_on(client.request_text(request))
+                .is_ok_and(|body| body.trim() == "ok")
+                .then_some(())
+        },
+    );
 }
 
 /// Polls `probe` every 100 ms until it returns something; panics naming `what` after

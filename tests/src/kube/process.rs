@@ -15,7 +15,7 @@ use std::{
         Once,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 /// Where the clusters' directories live: tmpfs when the machine has one at /dev/shm, so
@@ -159,7 +159,12 @@ pub struct Daemon {
 impl Daemon {
     pub fn spawn(name: &'static str, binary: &Path, args: &[String], dir: &Path) -> Daemon {
         let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        // Appended to: a daemon started again keeps the story of its first run.
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
         let err = out
             .try_clone()
             .unwrap_or_else(|e| panic!("clone {}: {e}", log.display()));
@@ -209,30 +214,20 @@ impl Daemon {
             .unwrap_or(lines.len().saturating_sub(LINES));
         lines[start..lines.len().min(start + LINES)].join("\n")
     }
-
-    fn signal_group(&self, signal: i32) {
-        let group = i32::try_from(self.child.id()).expect("a pid fits in i32");
-        // SAFETY: kill has no memory preconditions; the group is the one this guard's
-        // child leads (process_group(0)), and the child has not been reaped yet.
-        unsafe { libc::kill(-group, signal) };
-    }
 }
 
 impl Drop for Daemon {
+    /// SIGKILL to its process group, then reaps it: nothing it leaves is kept (its files go
+    /// with the cluster's directory; an apiserver's data lives in etcd), so there is no
+    /// graceful shutdown to wait for — an apiserver draining its watches takes seconds.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
-        self.signal_group(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} ignored SIGTERM for 5 s: killing it", self.name);
-        self.signal_group(libc::SIGKILL);
+        let group = i32::try_from(self.child.id()).expect("a pid fits in i32");
+        // SAFETY: kill has no memory preconditions; the group is the one this guard's child
+        // leads (process_group(0)), and the child is not reaped yet, so its id is not reused.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
