@@ -65,19 +65,47 @@ fn list_pods(client: Client, namespace: &str) -> Result<Vec<Pod>, kube::Error> {
     block_on(pods.list(&ListParams::default())).map(|list| list.items)
 }
 
-fn pod_summary(pod: &Pod) -> (Option<String>, Option<String>, Vec<String>, Option<String>) {
-    let status = pod.status.clone().unwrap_or_default();
-    (
-        status.phase,
-        status.pod_ip,
-        status
-            .pod_ips
-            .unwrap_or_default()
-            .into_iter()
-            .map(|ip| ip.ip)
-            .collect(),
-        pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
-    )
+/// What a reader notices of a pod: its name, phase, addresses and node.
+#[derive(Debug, PartialEq)]
+struct PodView {
+    name: Option<String>,
+    phase: Option<String>,
+    pod_ip: Option<String>,
+    pod_ips: Vec<String>,
+    node: Option<String>,
+}
+
+impl PodView {
+    fn of(pod: &Pod) -> PodView {
+        let status = pod.status.clone().unwrap_or_default();
+        PodView {
+            name: pod.metadata.name.clone(),
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            pod_ips: status
+                .pod_ips
+                .unwrap_or_default()
+                .into_iter()
+                .map(|ip| ip.ip)
+                .collect(),
+            node: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
+        }
+    }
+
+    /// shop/web-1 as [`web_pod`] makes it in `cluster`.
+    fn web_1_running(cluster: &str, ips: &[&str]) -> PodView {
+        PodView {
+            name: Some("web-1".to_owned()),
+            phase: Some("Running".to_owned()),
+            pod_ip: Some(ips[0].to_owned()),
+            pod_ips: ips.iter().map(|ip| (*ip).to_owned()).collect(),
+            node: Some(format!("{cluster}-node-1")),
+        }
+    }
+}
+
+fn views(pods: &[Pod]) -> Vec<PodView> {
+    pods.iter().map(PodView::of).collect()
 }
 
 #[test]
@@ -97,15 +125,9 @@ fn clusters_side_by_side_run_pods_and_reject_each_others_tokens() {
     ] {
         let pods = list_pods(reader.client(), "shop")
             .unwrap_or_else(|e| panic!("{}: the reader lists shop's pods: {e}", cluster.name()));
-        let seen: Vec<_> = pods.iter().map(pod_summary).collect();
         assert_eq!(
-            seen,
-            vec![(
-                Some("Running".to_owned()),
-                Some(expected[0].to_owned()),
-                expected.iter().map(|ip| (*ip).to_owned()).collect(),
-                Some(format!("{}-node-1", cluster.name())),
-            )],
+            views(&pods),
+            [PodView::web_1_running(cluster.name(), &expected)],
             "{}: the pods a reader lists",
             cluster.name()
         );
@@ -178,13 +200,8 @@ fn a_kubeconfig_secret_gives_another_cluster_read_only_access() {
     // It connects to cluster-b (TLS verified against cluster-b's CA) and reads what fedwall needs.
     let pods = list_pods(remote.clone(), "shop").expect("list cluster-b's pods");
     assert_eq!(
-        pods.iter().map(pod_summary).collect::<Vec<_>>(),
-        vec![(
-            Some("Running".to_owned()),
-            Some(B_POD_IP.to_owned()),
-            vec![B_POD_IP.to_owned()],
-            Some("cluster-b-node-1".to_owned())
-        )]
+        views(&pods),
+        [PodView::web_1_running("cluster-b", &[B_POD_IP])]
     );
     let names = |list: Vec<String>| list.into_iter().collect::<std::collections::BTreeSet<_>>();
     let namespaces = block_on(Api::<Namespace>::all(remote.clone()).list(&ListParams::default()))
@@ -305,12 +322,7 @@ fn an_apiserver_outage_refuses_connections_and_a_restart_serves_the_same_data() 
     cluster.start_apiserver();
     let pods = list_pods(reader, "shop").expect("list after the restart");
     assert_eq!(
-        pods.iter().map(pod_summary).collect::<Vec<_>>(),
-        vec![(
-            Some("Running".to_owned()),
-            Some(B_POD_IP.to_owned()),
-            vec![B_POD_IP.to_owned()],
-            Some("cluster-b-node-1".to_owned())
-        )]
+        views(&pods),
+        [PodView::web_1_running("cluster-b", &[B_POD_IP])]
     );
 }
