@@ -32,8 +32,8 @@ use super::{
     process::{Daemon, StateDir, free_ports},
 };
 
-/// How long a control plane may take to come up; ≈ 8 s on an idle 2-core machine, several
-/// times that with builds competing for the cores.
+/// How long a control plane may take to come up: ≈ 6 s alone on this 2-core machine, 9-11 s
+/// for three at once, and over a minute seen with builds at a higher priority on the cores.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an object the controllers make (a ServiceAccount, its token) may take.
 const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -249,8 +249,8 @@ impl Cluster {
         .collect()
     }
 
-    /// Stops kube-apiserver, as an outage looks to its clients (connections refused); etcd
-    /// and the controller-manager go on, and the data stays.
+    /// Kills kube-apiserver, as a crash looks to its clients (connections refused); etcd and
+    /// the controller-manager go on, and the data stays.
     pub fn stop_apiserver(&mut self) {
         assert!(
             self.apiserver.take().is_some(),
