@@ -2,7 +2,7 @@
 //! installs whatever the machine lacks).
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Command, ExitCode, Stdio},
     time::Instant,
@@ -18,7 +18,8 @@ mod bench_nat;
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
 enum Task {
-    /// Run every test tier (fmt, clippy, T0 unit, T1/T2 kernel) and print `N passed, N failed, N skipped`.
+    /// Run every test tier (fmt, clippy, T0 unit, T1/T2 kernel, T3 API servers) and print
+    /// `N passed, N failed, N skipped`.
     Test(TestArgs),
     /// Check formatting and run clippy with -D warnings, userspace and eBPF in separate passes.
     Lint,
@@ -35,8 +36,9 @@ enum Task {
 
 #[derive(Debug, Args)]
 struct TestArgs {
-    /// Run only the tests whose name contains this text (in every tier); lint still runs
-    /// unless --no-lint.
+    /// Run only the tests whose name contains this text (in every tier), or, when it starts
+    /// the name of files under tests/tests (`t3_`, `t2_nat`), those files whole; lint still
+    /// runs unless --no-lint.
     filter: Option<String>,
     /// Skip the fmt and clippy steps.
     #[arg(long)]
@@ -210,8 +212,9 @@ fn test(root: &Path, args: &TestArgs, tally: &mut Tally) -> anyhow::Result<()> {
         lint(root, tally);
     }
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("==> not root: the T1/T2 kernel tests will be skipped (run ./x test as root)");
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !is_root {
+        println!("==> not root: the T1/T2/T3 tests will be skipped (run ./x test as root)");
     }
     let skip_log = root
         .join("target")
@@ -219,34 +222,57 @@ fn test(root: &Path, args: &TestArgs, tally: &mut Tally) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("target")).context("create target/")?;
     let _ = std::fs::remove_file(&skip_log);
 
-    let mut t0 = cargo(
-        root,
-        &[
-            "test",
-            "--no-fail-fast",
-            "-p",
-            "fedwall",
-            "-p",
-            "fedwall-common",
-            "-p",
-            "xtask",
-        ],
-    );
+    // A filter that starts the name of test files (`t3_`, `t2_nat`) runs those files whole;
+    // any other filter selects tests by name in every tier.
+    let files = match &args.filter {
+        Some(filter) => test_files_named(root, filter)?,
+        None => Vec::new(),
+    };
     let mut kernel = cargo(root, &["test", "--no-fail-fast", "-p", "fedwall-tests"]);
+    for file in &files {
+        kernel.args(["--test", file]);
+    }
     kernel.env("FEDWALL_SKIP_LOG", &skip_log);
     // The agent's T2 tests run the real binary, built by the T0 step (fedwall's own tests).
     kernel.env("FEDWALL_BIN", root.join("target/debug/fedwall"));
     // Kernel state (interfaces, attachments, namespaces) is per machine: one test at a time.
-    let mut kernel_args = vec!["--", "--test-threads=1"];
-    let mut t0_args = vec!["--"];
-    if let Some(filter) = &args.filter {
-        t0_args.push(filter);
-        kernel_args.push(filter);
+    kernel.args(["--", "--test-threads=1"]);
+    if let (true, Some(filter)) = (files.is_empty(), &args.filter) {
+        kernel.arg(filter);
     }
-    t0.args(&t0_args);
-    kernel.args(&kernel_args);
-    run_tests("T0 unit tests", t0, tally)?;
-    run_tests("T1/T2 kernel tests", kernel, tally)?;
+
+    if files.is_empty() {
+        let mut t0 = cargo(
+            root,
+            &[
+                "test",
+                "--no-fail-fast",
+                "-p",
+                "fedwall",
+                "-p",
+                "fedwall-common",
+                "-p",
+                "xtask",
+                "--",
+            ],
+        );
+        t0.args(&args.filter);
+        run_tests("T0 unit tests", t0, tally)?;
+    } else {
+        // The T0 step, which builds it otherwise, does not run.
+        let build = cargo(root, &["build", "-q", "-p", "fedwall", "--bin", "fedwall"]);
+        if !step("build fedwall (the agent's T2 tests run it)", build) {
+            tally.failed += 1;
+        }
+    }
+    let runs_t3 = files.is_empty() || files.iter().any(|file| file.starts_with("t3_"));
+    if is_root && runs_t3 {
+        match provision_t3(root)? {
+            Ok(bin) => kernel.env(KUBE_BIN_ENV, bin),
+            Err(log) => kernel.env(PROVISION_LOG_ENV, log),
+        };
+    }
+    run_tests("T1/T2/T3 kernel and API-server tests", kernel, tally)?;
 
     if let Ok(skips) = std::fs::read_to_string(&skip_log) {
         let skipped = skips.lines().count() as u64;
@@ -256,6 +282,76 @@ fn test(root: &Path, args: &TestArgs, tally: &mut Tally) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&skip_log);
     }
     Ok(())
+}
+
+/// The test files of the tests crate (`tests/tests/<name>.rs`) whose name starts with `prefix`.
+fn test_files_named(root: &Path, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let dir = root.join("tests/tests");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("read {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|ext| ext == "rs")
+            && let Some(stem) = path.file_stem().and_then(|stem| stem.to_str())
+            && stem.starts_with(prefix)
+        {
+            names.push(stem.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// The environment variables that tell the T3 harness (tests/src/kube) where the API
+/// servers are, or why there are none.
+const KUBE_BIN_ENV: &str = "FEDWALL_KUBE_BIN";
+const PROVISION_LOG_ENV: &str = "FEDWALL_KUBE_PROVISION_LOG";
+
+/// Runs tests/kube/provision.sh, echoing what it says; returns the directory of the
+/// binaries, or the log of a provisioning that failed (the T3 tests then fail with it).
+fn provision_t3(root: &Path) -> anyhow::Result<Result<PathBuf, PathBuf>> {
+    let name = "provisioning kube-apiserver v1.20.2 for T3 (cached in /var/cache/fedwall; \
+                6-12 min the first time on this machine, then a check)";
+    println!("==> {name}");
+    let started = Instant::now();
+    let log_path = root.join("target/t3-provision.log");
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("create {}", log_path.display()))?;
+    let mut child = Command::new("bash")
+        .arg(root.join("tests/kube/provision.sh"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run tests/kube/provision.sh")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.context("read provision.sh's output")?;
+        println!("{line}");
+        writeln!(log, "{line}").with_context(|| format!("write {}", log_path.display()))?;
+    }
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .context("no stdout")?
+        .read_to_string(&mut stdout)
+        .context("read provision.sh's result")?;
+    let ok = child.wait().context("wait for provision.sh")?.success();
+    println!(
+        "==> {name}: {} in {:.1} s",
+        if ok {
+            "ok"
+        } else {
+            "FAILED (the T3 tests will fail with its log)"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if ok {
+        Ok(PathBuf::from(stdout.trim()))
+    } else {
+        Err(log_path)
+    })
 }
 
 /// Runs `cargo test`, echoing its output, and adds libtest's `test result:` counts to the
@@ -324,6 +420,19 @@ mod tests {
             Some((2, 3))
         );
         assert_eq!(parse_test_result("test foo ... ok"), None);
+    }
+
+    #[test]
+    fn a_tier_prefix_selects_that_tiers_test_files_only() {
+        let root = super::workspace_root().expect("the workspace root");
+        let t3 = super::test_files_named(&root, "t3_").expect("read tests/tests");
+        assert!(t3.contains(&"t3_apiserver".to_owned()), "{t3:?}");
+        assert!(t3.iter().all(|file| file.starts_with("t3_")), "{t3:?}");
+        let by_name = super::test_files_named(&root, "pings_pass").expect("read tests/tests");
+        assert!(
+            by_name.is_empty(),
+            "a test-name filter names no file: {by_name:?}"
+        );
     }
 
     #[test]
