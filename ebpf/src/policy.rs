@@ -2,7 +2,7 @@
 //! drop every packet to the pod (`fw_pol_to_pod`, on TC egress: the pod's ingress policy)
 //! and from it (`fw_pol_from_pod`, on TC ingress: the pod's egress policy).
 //!
-//! Per packet, in order:
+//! Per packet, in order (conntrack, step 6, is consulted first in fact: see there):
 //! 1. The interface's [`EndpointEntry`] (one hash lookup by ifindex). An interface that is
 //!    not an endpoint passes: it is not ours to judge.
 //! 2. Non-IP frames (ARP) pass. IPv6 neighbour discovery (ICMPv6 133-137 with hop limit
@@ -28,6 +28,10 @@
 //!    the packet without walking the rules, in both directions. Tracked: TCP, UDP, SCTP
 //!    (by ports), ICMP/ICMPv6 echo (by identifier), other protocols (by addresses). Other
 //!    ICMP messages (errors, timestamps) are not tracked: each is judged by the rules.
+//!    This lookup comes right after parsing, before the endpoint's: an entry's scope is
+//!    this interface and only this program makes entries, so a live one means an admitted
+//!    flow, and most packets cost one hash lookup, not two. (A packet that is neither
+//!    parsable IP nor a later fragment never reaches it: steps 1-4 decide those.)
 //! 7. A new flow: no policy in this direction → allowed; otherwise the endpoint's table is
 //!    walked in order (bounded by [`MAX_RULES_PER_TABLE`]), first Allow or Deny wins, Log
 //!    rules emit an event and the walk goes on, and the table's default decides the rest.
@@ -126,18 +130,43 @@ pub fn fw_pol_from_pod(ctx: TcContext) -> i32 {
 pub struct Packet {
     /// The L3 facts, written by the parser.
     headers: IpHeaders,
-    /// TCP, UDP or SCTP with its header present.
-    has_ports: bool,
+    l4: L4Facts,
+    fragment: Fragment,
+}
+
+/// The L4 facts of a packet. Aligned so that resetting it is two 8-byte stores (a run of
+/// zero bytes at a smaller alignment becomes a call to a byte-wise memset).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct L4Facts {
     src_port: u16,
     dst_port: u16,
+    /// ICMP echo request or reply (`is_echo`): its identifier.
+    echo_id: u16,
+    /// TCP, UDP or SCTP with its header present.
+    has_ports: bool,
     /// ICMP in IPv4 or ICMPv6 in IPv6, with its header present.
     is_icmp: bool,
+    is_echo: bool,
     icmp_type: u8,
     icmp_code: u8,
-    /// ICMP echo request or reply: its identifier.
-    echo_id: Option<u16>,
     tcp_flags: u8,
-    fragment: Fragment,
+    _pad: [u8; 4],
+}
+
+impl L4Facts {
+    const NONE: L4Facts = L4Facts {
+        src_port: 0,
+        dst_port: 0,
+        echo_id: 0,
+        has_ports: false,
+        is_icmp: false,
+        is_echo: false,
+        icmp_type: 0,
+        icmp_code: 0,
+        tcp_flags: 0,
+        _pad: [0; 4],
+    };
 }
 
 #[repr(C)]
@@ -170,10 +199,6 @@ struct EventMeta {
 fn enforce(ctx: &TcContext, dir: PolicyDir) -> i32 {
     // SAFETY: a TC program's context is the kernel's __sk_buff.
     let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
-    // SAFETY: the value is copied out at once; userspace replaces entries, never edits them.
-    let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
-        return finish(ctx, dir, VerdictReason::AllowUnknownInterface);
-    };
     parse::ensure_linear_headers(ctx);
     // The packet's facts live in a per-CPU scratch slot rather than on the stack: the
     // stack is small, and values read back from a map are the same for every parse path,
@@ -184,7 +209,21 @@ fn enforce(ctx: &TcContext, dir: PolicyDir) -> i32 {
     };
     // SAFETY: a per-CPU slot is only used by the CPU running this program, for this run.
     let packet = unsafe { &mut *packet };
-    match read_packet(ctx, packet) {
+    let read = read_packet(ctx, packet);
+    // Most packets belong to an admitted flow: conntrack alone decides them, before the
+    // endpoint lookup. Its entries are scoped by this interface, and only this program
+    // makes them, so a hit means the interface was a policed endpoint when the flow began.
+    let now = coarse_ns();
+    let later_fragment = matches!(packet.fragment, Fragment::Later(_));
+    if read == Read::Ip && !later_fragment && established(packet, ifindex, now) {
+        remember_first_fragment(packet, ifindex, now);
+        return finish(ctx, dir, VerdictReason::AllowEstablished);
+    }
+    // SAFETY: the value is copied out at once; userspace replaces entries, never edits them.
+    let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
+        return finish(ctx, dir, VerdictReason::AllowUnknownInterface);
+    };
+    match read {
         Read::NonIp => return finish(ctx, dir, VerdictReason::AllowNonIp),
         Read::CannotParse => {
             count_verdict(ctx, dir, VerdictReason::DenyCannotParse);
@@ -205,11 +244,6 @@ fn enforce(ctx: &TcContext, dir: PolicyDir) -> i32 {
             VerdictReason::DenyOrphanFragment
         };
         return decided(ctx, dir, packet, &endpoint, ifindex, reason, EVENT_NO_RULE);
-    }
-    let now = coarse_ns();
-    if established(packet, ifindex, now) {
-        remember_first_fragment(packet, ifindex, now);
-        return finish(ctx, dir, VerdictReason::AllowEstablished);
     }
     let (reason, rule_index, rule_slot) = if policed {
         walk_table(packet, &endpoint, dir, ifindex)
@@ -293,14 +327,7 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
         return Read::CannotParse;
     }
     let (family, protocol, l4_offset) = (headers.family, headers.protocol, headers.l4_offset);
-    packet.has_ports = false;
-    packet.src_port = 0;
-    packet.dst_port = 0;
-    packet.is_icmp = false;
-    packet.icmp_type = 0;
-    packet.icmp_code = 0;
-    packet.echo_id = None;
-    packet.tcp_flags = 0;
+    packet.l4 = L4Facts::NONE;
     packet.fragment = match (packet.headers.fragment_id, l4_offset) {
         (None, _) => Fragment::Whole,
         (Some(id), Some(_)) => Fragment::First(id),
@@ -319,23 +346,23 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
             let Ok(ports) = parse::read::<4>(ctx, l4) else {
                 return Read::CannotParse;
             };
-            packet.has_ports = true;
-            packet.src_port = u16::from_be_bytes([ports[0], ports[1]]);
-            packet.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+            packet.l4.has_ports = true;
+            packet.l4.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+            packet.l4.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
             if protocol == ip_proto::TCP {
                 let Ok(flags) = parse::read::<1>(ctx, l4 + 13) else {
                     return Read::CannotParse;
                 };
-                packet.tcp_flags = flags[0];
+                packet.l4.tcp_flags = flags[0];
             }
         }
         protocol if protocol == icmp_protocol => {
             let Ok(icmp) = parse::read::<8>(ctx, l4) else {
                 return Read::CannotParse;
             };
-            packet.is_icmp = true;
-            packet.icmp_type = icmp[0];
-            packet.icmp_code = icmp[1];
+            packet.l4.is_icmp = true;
+            packet.l4.icmp_type = icmp[0];
+            packet.l4.icmp_code = icmp[1];
             let echo = match family {
                 Family::V4 => matches!(
                     icmp[0],
@@ -347,7 +374,8 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
                 ),
             };
             if echo {
-                packet.echo_id = Some(u16::from_be_bytes([icmp[4], icmp[5]]));
+                packet.l4.is_echo = true;
+                packet.l4.echo_id = u16::from_be_bytes([icmp[4], icmp[5]]);
             }
         }
         _ => {}
@@ -357,10 +385,10 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
 
 #[inline(always)]
 fn is_neighbor_discovery(packet: &Packet) -> bool {
-    packet.is_icmp
+    packet.l4.is_icmp
         && packet.headers.protocol == ip_proto::ICMPV6
         && (icmp_type::V6_ROUTER_SOLICITATION..=icmp_type::V6_NEIGHBOR_ADVERTISEMENT + 1)
-            .contains(&packet.icmp_type)
+            .contains(&packet.l4.icmp_type)
         && packet.headers.hop_limit == 255
 }
 
@@ -400,11 +428,12 @@ fn remember_first_fragment(packet: &Packet, ifindex: u32, now: u64) {
 /// packets that are not tracked (ICMP other than echo).
 #[inline(always)]
 fn conntrack_key(packet: &Packet, ifindex: u32) -> Option<(ConntrackKey, bool)> {
-    let (src_port, dst_port) = if packet.has_ports {
-        (packet.src_port, packet.dst_port)
-    } else if packet.is_icmp {
-        let id = packet.echo_id?;
-        (id, id)
+    let (src_port, dst_port) = if packet.l4.has_ports {
+        (packet.l4.src_port, packet.l4.dst_port)
+    } else if packet.l4.is_echo {
+        (packet.l4.echo_id, packet.l4.echo_id)
+    } else if packet.l4.is_icmp {
+        return None;
     } else {
         (0, 0)
     };
@@ -435,7 +464,7 @@ fn established(packet: &Packet, ifindex: u32, now: u64) -> bool {
     }
     let mut state = entry.tcp_state;
     if key.protocol == ip_proto::TCP {
-        let flags = packet.tcp_flags;
+        let flags = packet.l4.tcp_flags;
         let closed = state & TCP_RST != 0 || state & (TCP_FIN_LO | TCP_FIN_HI) != 0;
         if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN && closed {
             // A new connection reusing the ports of a closed one: judge it afresh.
@@ -467,7 +496,7 @@ fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
     };
     let tcp_state = if key.protocol != ip_proto::TCP {
         0
-    } else if packet.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
+    } else if packet.l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
         TCP_SYN_SEEN
     } else {
         // Picked up mid-stream (the flow predates the entry, or the entry expired).
@@ -621,26 +650,30 @@ fn rule_matches(
         return false;
     }
     if flags & RULE_ICMP_TYPE != 0
-        && !(packet.is_icmp
-            && packet.icmp_type == rule.icmp_type
-            && (flags & RULE_ICMP_CODE == 0 || packet.icmp_code == rule.icmp_code))
+        && !(packet.l4.is_icmp
+            && packet.l4.icmp_type == rule.icmp_type
+            && (flags & RULE_ICMP_CODE == 0 || packet.l4.icmp_code == rule.icmp_code))
     {
         return false;
     }
     if flags & RULE_NOT_ICMP_TYPE != 0
-        && packet.is_icmp
-        && packet.icmp_type == rule.not_icmp_type
-        && (flags & RULE_NOT_ICMP_CODE == 0 || packet.icmp_code == rule.not_icmp_code)
+        && packet.l4.is_icmp
+        && packet.l4.icmp_type == rule.not_icmp_type
+        && (flags & RULE_NOT_ICMP_CODE == 0 || packet.l4.icmp_code == rule.not_icmp_code)
     {
         return false;
     }
-    side_matches(&rule.source, src_sets, packet.has_ports, packet.src_port)
-        && side_matches(
-            &rule.destination,
-            dst_sets,
-            packet.has_ports,
-            packet.dst_port,
-        )
+    side_matches(
+        &rule.source,
+        src_sets,
+        packet.l4.has_ports,
+        packet.l4.src_port,
+    ) && side_matches(
+        &rule.destination,
+        dst_sets,
+        packet.l4.has_ports,
+        packet.l4.dst_port,
+    )
 }
 
 #[inline(always)]
@@ -694,10 +727,13 @@ fn emit_event(packet: &Packet, meta: &EventMeta) {
         // A full ring buffer loses the event, never the verdict.
         return;
     };
-    let (src_port, dst_port) = if packet.has_ports {
-        (packet.src_port, packet.dst_port)
-    } else if packet.is_icmp {
-        (u16::from(packet.icmp_type), u16::from(packet.icmp_code))
+    let (src_port, dst_port) = if packet.l4.has_ports {
+        (packet.l4.src_port, packet.l4.dst_port)
+    } else if packet.l4.is_icmp {
+        (
+            u16::from(packet.l4.icmp_type),
+            u16::from(packet.l4.icmp_code),
+        )
     } else {
         (0, 0)
     };
