@@ -30,8 +30,8 @@
 //!    ICMP messages (errors, timestamps) are not tracked: each is judged by the rules.
 //!    This lookup comes right after parsing, before the endpoint's: an entry's scope is
 //!    this interface and only this program makes entries, so a live one means an admitted
-//!    flow, and most packets cost one hash lookup, not two. (A packet that is neither
-//!    parsable IP nor a later fragment never reaches it: steps 1-4 decide those.)
+//!    flow, and most packets cost one hash lookup, not two. (Packets that cannot be parsed,
+//!    non-IP frames and later fragments never reach it: steps 1-4 decide those.)
 //! 7. A new flow: no policy in this direction → allowed; otherwise the endpoint's table is
 //!    walked in order (bounded by [`MAX_RULES_PER_TABLE`]), first Allow or Deny wins, Log
 //!    rules emit an event and the walk goes on, and the table's default decides the rest.
@@ -42,6 +42,14 @@
 //! lookup (network members), then one array lookup for its set bitmap; a rule's set
 //! conditions are bit tests. Work per packet does not depend on set sizes or on how many
 //! endpoints exist, and grows with the rules walked only for a flow's first packet.
+//!
+//! The walk goes by blocks of 64 slots of the rules map: a block whose summary
+//! ([`RuleBlock`]: protocols no rule there matches, and per side the sets one of which
+//! every rule there needs) rules the packet out is skipped with a few word tests; in the
+//! others each rule's 16-byte [`RuleHead`] (protocol, one needed set per side, port hulls)
+//! is tested first and the full rule read only when the head admits the packet. Both are
+//! derived from the rules and only ever rule out what the rules would not match, so the
+//! first match, and the Log rules met on the way, are those of a rule-by-rule walk.
 
 use core::ffi::c_void;
 
@@ -60,14 +68,16 @@ use fedwall_common::{
     },
     net::{icmp_type, ip_proto},
     policy::{
-        ACTION_ALLOW, ACTION_DENY, ACTION_LOG, EVENT_DENY, EVENT_LOG, EVENT_NO_RULE, EndpointEntry,
-        FLOW_EVENTS_BYTES, FRAGMENT_TIMEOUT_NS, FlowEvent, FragmentKey, FragmentValue,
-        MAX_ENDPOINTS, MAX_FRAGMENTED_DATAGRAMS, MAX_PORT_RANGES_PER_SIDE, MAX_RULES,
+        ACTION_ALLOW, ACTION_DENY, ACTION_LOG, BlockSide, CLASS_NONE, EVENT_DENY, EVENT_LOG,
+        EVENT_NO_RULE, EndpointEntry, FLOW_EVENTS_BYTES, FRAGMENT_TIMEOUT_NS, FlowEvent,
+        FragmentKey, FragmentValue, HEAD_DST_PORTS, HEAD_DST_SET, HEAD_PROTOCOL, HEAD_SRC_PORTS,
+        HEAD_SRC_SET, MAX_ENDPOINTS, MAX_FRAGMENTED_DATAGRAMS, MAX_PORT_RANGES_PER_SIDE, MAX_RULES,
         MAX_RULES_PER_TABLE, MAX_SET_CLASSES, MAX_SET_HOSTS, MAX_SET_MATCHES_PER_SIDE,
-        MAX_SET_NETS, PacketCounter, PolicyDir, PortRangeEntry, RULE_ICMP_CODE, RULE_ICMP_TYPE,
-        RULE_NOT_ICMP_CODE, RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleEntry,
-        SET_MEMBER, SET_NOT_MEMBER, SetBitmap, SideConditions, VERDICT_ENTRIES, VerdictReason,
-        verdict_index,
+        MAX_SET_NETS, PacketCounter, PolicyDir, PortRangeEntry, RULE_BLOCK_SLOTS,
+        RULE_BLOCKS as RULE_BLOCKS_COUNT, RULE_ICMP_CODE, RULE_ICMP_TYPE, RULE_NOT_ICMP_CODE,
+        RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleBlock, RuleEntry, RuleHead,
+        SET_BITMAP_WORDS, SET_MEMBER, SET_NOT_MEMBER, SetBitmap, SideConditions, VERDICT_ENTRIES,
+        VerdictReason, verdict_index,
     },
 };
 
@@ -86,6 +96,10 @@ static IPSET_NETS: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_SET_NETS, 0);
 static IPSET_CLASSES: Array<SetBitmap> = Array::pinned(MAX_SET_CLASSES, 0);
 #[map(name = "fw_rules_v1")]
 static RULES: Array<RuleEntry> = Array::pinned(MAX_RULES, 0);
+#[map(name = "fw_rule_heads_v1")]
+static RULE_HEADS: Array<RuleHead> = Array::pinned(MAX_RULES, 0);
+#[map(name = "fw_rule_blocks_v1")]
+static RULE_BLOCKS: Array<RuleBlock> = Array::pinned(RULE_BLOCKS_COUNT, 0);
 #[map(name = "fw_rule_counters_v1")]
 static RULE_COUNTERS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(MAX_RULES, 0);
 #[map(name = "fw_verdicts_v1")]
@@ -518,37 +532,51 @@ fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
     let _ = CONNTRACK.insert(&key, &value, 0);
 }
 
-/// The set bitmap of `addr`, or null when it is in no set.
+/// The set bitmap of `addr`: its class's, or the never-written (empty) bitmap of
+/// [`CLASS_NONE`] when it is in no set. `None` only if the classes map cannot be read.
 #[inline(always)]
-fn set_bitmap(addr: &[u8; 16]) -> *const SetBitmap {
+fn set_bitmap(addr: &[u8; 16]) -> Option<*const SetBitmap> {
     // SAFETY: the value is copied out at once.
     let class = match unsafe { IPSET_HOSTS.get(addr) } {
         Some(class) => *class,
         None => match IPSET_NETS.get(&Key::new(128, *addr)) {
             Some(class) => *class,
-            None => return core::ptr::null(),
+            None => CLASS_NONE,
         },
     };
-    IPSET_CLASSES.get_ptr(class).unwrap_or(core::ptr::null())
+    IPSET_CLASSES
+        .get_ptr(class)
+        .or_else(|| IPSET_CLASSES.get_ptr(CLASS_NONE))
 }
 
-/// What the rule walk shares with its per-rule callback (on the caller's stack).
+/// Rules whose heads one step of the walk looks at: fewer steps, fewer callback calls.
+const HEADS_PER_STEP: u32 = 8;
+
+/// What the rule walk shares with its callbacks (on the caller's stack).
 #[repr(C)]
 struct Walk {
     src_sets: *const SetBitmap,
     dst_sets: *const SetBitmap,
     packet: *const Packet,
+    /// [`SetBitmap::presence`] of the two bitmaps.
+    src_presence: u32,
+    dst_presence: u32,
     endpoint_id: u32,
     ifindex: u32,
     dir: u32,
     start: u32,
+    len: u32,
+    /// The table indices of the block being walked: `from..to`.
+    from: u32,
+    to: u32,
     /// Out: the deciding action (0 while none), and the rule's index in the table.
     action: u32,
     index: u32,
 }
 
 /// Walks the endpoint's table for `dir`: (reason, rule index in the table or
-/// EVENT_NO_RULE, rule slot or CT_NO_RULE).
+/// EVENT_NO_RULE, rule slot or CT_NO_RULE). Block by block: a block whose summary rules
+/// the packet out is skipped whole; in the others, rule heads first, then full rules.
 #[inline(never)]
 fn walk_table(
     packet: &Packet,
@@ -560,24 +588,39 @@ fn walk_table(
     if table.len > MAX_RULES_PER_TABLE || table.start.saturating_add(table.len) > MAX_RULES {
         return (VerdictReason::DenyBadTable, EVENT_NO_RULE, CT_NO_RULE);
     }
+    let (Some(src_sets), Some(dst_sets)) = (
+        set_bitmap(&packet.headers.src),
+        set_bitmap(&packet.headers.dst),
+    ) else {
+        return (VerdictReason::DenyBadTable, EVENT_NO_RULE, CT_NO_RULE);
+    };
+    // SAFETY: both point at map values, valid for the program's run.
+    let (src_presence, dst_presence) = unsafe { ((*src_sets).presence(), (*dst_sets).presence()) };
     let mut walk = Walk {
-        src_sets: set_bitmap(&packet.headers.src),
-        dst_sets: set_bitmap(&packet.headers.dst),
+        src_sets,
+        dst_sets,
         packet,
+        src_presence,
+        dst_presence,
         endpoint_id: endpoint.endpoint_id,
         ifindex,
         dir: dir as u32,
         start: table.start,
+        len: table.len,
+        from: 0,
+        to: 0,
         action: 0,
         index: EVENT_NO_RULE,
     };
     if table.len > 0 {
+        let first = table.start / RULE_BLOCK_SLOTS;
+        let last = (table.start + table.len - 1) / RULE_BLOCK_SLOTS;
         // SAFETY: the callback is a BPF function taking (index, ctx) and `walk` outlives
         // the call.
         unsafe {
             bpf_loop(
-                table.len,
-                walk_rule as *mut c_void,
+                last - first + 1,
+                walk_block as *mut c_void,
                 (&mut walk as *mut Walk).cast(),
                 0,
             );
@@ -598,20 +641,115 @@ fn walk_table(
     }
 }
 
-/// One step of the rule walk: 0 to go on, 1 to stop.
+/// One block of the table: skipped when its summary rules the packet out, else walked
+/// [`HEADS_PER_STEP`] rules a step. 0 to go on, 1 to stop.
 #[inline(never)]
-extern "C" fn walk_rule(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn walk_block(step: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `Walk` walk_table gave it.
     let walk = unsafe { &mut *(ctx as *mut Walk) };
-    // SAFETY: as above, these point into walk_table's caller's stack frame.
-    let packet = unsafe { &*walk.packet };
-    let slot = walk.start.wrapping_add(index as u32);
-    let Some(rule) = RULES.get(slot) else {
+    let block = walk.start / RULE_BLOCK_SLOTS + step as u32;
+    let Some(summary) = RULE_BLOCKS.get(block) else {
         walk.action = u32::MAX;
         return 1;
     };
-    if !rule_matches(rule, packet, walk.src_sets, walk.dst_sets) {
+    // SAFETY: as in walk_step.
+    let (packet, src_sets, dst_sets) = unsafe { (&*walk.packet, &*walk.src_sets, &*walk.dst_sets) };
+    if summary.excludes_protocol(packet.headers.protocol)
+        || side_rules_out(&summary.source, src_sets, walk.src_presence)
+        || side_rules_out(&summary.destination, dst_sets, walk.dst_presence)
+    {
         return 0;
+    }
+    let first_slot = block * RULE_BLOCK_SLOTS;
+    walk.from = first_slot.max(walk.start) - walk.start;
+    walk.to = (first_slot + RULE_BLOCK_SLOTS).min(walk.start + walk.len) - walk.start;
+    // SAFETY: as in walk_table.
+    unsafe {
+        bpf_loop(
+            (walk.to - walk.from).div_ceil(HEADS_PER_STEP),
+            walk_step as *mut c_void,
+            ctx,
+            0,
+        );
+    }
+    i64::from(walk.action != 0)
+}
+
+/// Whether no rule of a block can match an address with these sets on this side.
+#[inline(always)]
+fn side_rules_out(side: &BlockSide, sets: &SetBitmap, presence: u32) -> bool {
+    if side.filtered == 0 {
+        return false;
+    }
+    let common = side.presence & presence;
+    if common == 0 {
+        return true;
+    }
+    for w in 0..SET_BITMAP_WORDS {
+        if common >> w & 1 != 0 && side.words[w] & sets.words[w] != 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// One step of a block's walk, over its next [`HEADS_PER_STEP`] rules: their heads first,
+/// the full rule only when its head admits the packet. 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn walk_step(step: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Walk` walk_table gave it.
+    let walk = unsafe { &mut *(ctx as *mut Walk) };
+    // SAFETY: as above, these point into walk_table's caller's stack frame and at map
+    // values, which stay valid for the program's run.
+    let (packet, src_sets, dst_sets) = unsafe { (&*walk.packet, &*walk.src_sets, &*walk.dst_sets) };
+    let first = walk
+        .from
+        .wrapping_add((step as u32).wrapping_mul(HEADS_PER_STEP));
+    for offset in 0..HEADS_PER_STEP {
+        let index = first + offset;
+        if index >= walk.to {
+            return 1;
+        }
+        let Some(head) = RULE_HEADS.get(walk.start.wrapping_add(index)) else {
+            walk.action = u32::MAX;
+            return 1;
+        };
+        if head_admits(head, packet, src_sets, dst_sets) && walk_rule(walk, index) {
+            return 1;
+        }
+    }
+    0
+}
+
+#[inline(always)]
+fn head_admits(head: &RuleHead, packet: &Packet, src: &SetBitmap, dst: &SetBitmap) -> bool {
+    let flags = head.flags;
+    let in_set = |sets: &SetBitmap, word: u8, bit: u8| {
+        sets.words[usize::from(word) % SET_BITMAP_WORDS] >> (bit % 64) & 1 != 0
+    };
+    let in_hull = |hull: &PortRangeEntry, port: u16| {
+        packet.l4.has_ports && hull.first <= port && port <= hull.last
+    };
+    !(flags & HEAD_PROTOCOL != 0 && head.protocol != packet.headers.protocol
+        || flags & HEAD_SRC_SET != 0 && !in_set(src, head.src_word, head.src_bit)
+        || flags & HEAD_DST_SET != 0 && !in_set(dst, head.dst_word, head.dst_bit)
+        || flags & HEAD_SRC_PORTS != 0 && !in_hull(&head.src_ports, packet.l4.src_port)
+        || flags & HEAD_DST_PORTS != 0 && !in_hull(&head.dst_ports, packet.l4.dst_port))
+}
+
+/// Checks rule `index` of the walk's table in full; counts it and logs or decides when it
+/// matches. Whether the walk stops.
+#[inline(never)]
+fn walk_rule(walk: &mut Walk, index: u32) -> bool {
+    // SAFETY: as in walk_step.
+    let (packet, src_sets, dst_sets) = unsafe { (&*walk.packet, &*walk.src_sets, &*walk.dst_sets) };
+    let slot = walk.start.wrapping_add(index);
+    let Some(rule) = RULES.get(slot) else {
+        walk.action = u32::MAX;
+        return true;
+    };
+    if !rule_matches(rule, packet, src_sets, dst_sets) {
+        return false;
     }
     add_to(&RULE_COUNTERS, slot, 0);
     match rule.action {
@@ -619,18 +757,18 @@ extern "C" fn walk_rule(index: u64, ctx: *mut c_void) -> i64 {
             let meta = EventMeta {
                 endpoint_id: walk.endpoint_id,
                 ifindex: walk.ifindex,
-                rule_index: index as u32,
+                rule_index: index,
                 reason: VerdictReason::AllowRule,
                 dir: walk.dir as u8,
                 kind: EVENT_LOG,
             };
             emit_event(packet, &meta);
-            0
+            false
         }
         action => {
             walk.action = u32::from(action);
-            walk.index = index as u32;
-            1
+            walk.index = index;
+            true
         }
     }
 }
@@ -639,8 +777,8 @@ extern "C" fn walk_rule(index: u64, ctx: *mut c_void) -> i64 {
 fn rule_matches(
     rule: &RuleEntry,
     packet: &Packet,
-    src_sets: *const SetBitmap,
-    dst_sets: *const SetBitmap,
+    src_sets: &SetBitmap,
+    dst_sets: &SetBitmap,
 ) -> bool {
     let flags = rule.flags;
     if flags & RULE_PROTOCOL != 0 && rule.protocol != packet.headers.protocol {
@@ -677,14 +815,13 @@ fn rule_matches(
 }
 
 #[inline(always)]
-fn side_matches(side: &SideConditions, sets: *const SetBitmap, has_ports: bool, port: u16) -> bool {
+fn side_matches(side: &SideConditions, sets: &SetBitmap, has_ports: bool, port: u16) -> bool {
     for i in 0..MAX_SET_MATCHES_PER_SIDE {
         if i >= side.set_count as usize {
             break;
         }
         let condition = side.sets[i];
-        // SAFETY: a non-null pointer came from a lookup in the classes array.
-        let member = !sets.is_null() && unsafe { (*sets).contains(condition.slot) };
+        let member = sets.contains(condition.slot);
         let holds = match condition.kind {
             SET_MEMBER => member,
             SET_NOT_MEMBER => !member,

@@ -9,6 +9,7 @@
 //! [`sync_complete`](Dataplane::sync_complete) whatever was adopted and not replayed goes,
 //! and so do pins of older layout versions.
 
+mod blocks;
 mod interfaces;
 pub mod ipsets;
 pub mod tables;
@@ -25,8 +26,8 @@ use fedwall_common::conntrack::CONNTRACK_MAP;
 use fedwall_common::policy::{
     ENDPOINTS_MAP, EndpointEntry, FLOW_EVENTS_MAP, FRAGMENTS_MAP, FlowEvent, IPSET_CLASSES_MAP,
     IPSET_HOSTS_MAP, IPSET_NETS_MAP, MAX_ENDPOINTS, MAX_RULES, MAX_RULES_PER_TABLE, PacketCounter,
-    PolicyDir, RULE_COUNTERS_MAP, RULES_MAP, RuleEntry, SetBitmap, TableRef, VERDICTS_MAP,
-    VerdictReason, verdict_index,
+    PolicyDir, RULE_BLOCKS_MAP, RULE_COUNTERS_MAP, RULE_HEADS_MAP, RULES_MAP, RuleEntry, SetBitmap,
+    TableRef, VERDICTS_MAP, VerdictReason, verdict_index,
 };
 use fedwall_common::stats::PROTO_STATS_MAP;
 
@@ -42,13 +43,15 @@ use super::{
 };
 
 /// Every map name of the current layout; other `fw_*` pins are stale.
-const CURRENT_MAPS: [&str; 11] = [
+const CURRENT_MAPS: [&str; 13] = [
     PROTO_STATS_MAP,
     ENDPOINTS_MAP,
     IPSET_HOSTS_MAP,
     IPSET_NETS_MAP,
     IPSET_CLASSES_MAP,
     RULES_MAP,
+    RULE_HEADS_MAP,
+    RULE_BLOCKS_MAP,
     RULE_COUNTERS_MAP,
     VERDICTS_MAP,
     FLOW_EVENTS_MAP,
@@ -160,6 +163,7 @@ pub struct KernelDataplane {
     resolver: Box<dyn InterfaceResolver + Send>,
     sets: SetIndex,
     ranges: RangeAllocator,
+    blocks: blocks::BlockIndex,
     endpoints: BTreeMap<EndpointName, Installed>,
     /// Endpoint entries found pinned at start-up and not yet replayed, by ifindex.
     adopted: HashMap<u32, EndpointEntry>,
@@ -192,6 +196,7 @@ impl KernelDataplane {
             resolver: Box::new(resolver),
             sets: SetIndex::default(),
             ranges: RangeAllocator::default(),
+            blocks: blocks::BlockIndex::default(),
             endpoints: BTreeMap::new(),
             adopted: HashMap::new(),
             adopted_links: Vec::new(),
@@ -481,6 +486,7 @@ impl KernelDataplane {
                 .set(slot, zero()?, 0)
                 .map_err(map_err(RULE_COUNTERS_MAP))?;
         }
+        self.write_heads_and_blocks(table, rules)?;
         Ok(table)
     }
 

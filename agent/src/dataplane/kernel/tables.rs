@@ -181,6 +181,14 @@ impl RangeAllocator {
         Some(TableRef { start, len })
     }
 
+    /// Whether `slot` is in a free range: no table holds it and no packet can be walking
+    /// it (a released range is not free before its reuse delay is over).
+    pub fn is_free(&self, slot: u32) -> bool {
+        self.free
+            .iter()
+            .any(|(start, len)| *start <= slot && slot - start < *len)
+    }
+
     /// Returns a range; it becomes usable after the reuse delay.
     pub fn release(&mut self, table: TableRef) {
         if table.len > 0 {
