@@ -653,6 +653,99 @@ mod tests {
     }
 
     #[test]
+    fn a_head_holds_the_quick_conditions_of_its_rule() {
+        let mut rule = RuleEntry {
+            flags: RULE_PROTOCOL,
+            action: ACTION_ALLOW,
+            protocol: 6,
+            ..RuleEntry::default()
+        };
+        rule.source.sets[0] = SetCondition {
+            slot: 2,
+            kind: SET_NOT_MEMBER,
+            _pad: 0,
+        };
+        rule.source.sets[1] = SetCondition {
+            slot: 70,
+            kind: SET_MEMBER,
+            _pad: 0,
+        };
+        rule.source.set_count = 2;
+        rule.destination.ports[0] = PortRangeEntry {
+            first: 8000,
+            last: 8080,
+        };
+        rule.destination.ports[1] = PortRangeEntry {
+            first: 80,
+            last: 80,
+        };
+        rule.destination.port_count = 2;
+        rule.destination.not_ports[0] = PortRangeEntry {
+            first: 81,
+            last: 81,
+        };
+        rule.destination.not_port_count = 1;
+        let head = RuleHead::of(&rule);
+        assert_eq!(head.flags, HEAD_PROTOCOL | HEAD_SRC_SET | HEAD_DST_PORTS);
+        assert_eq!(head.protocol, 6);
+        assert_eq!(
+            (head.src_word, head.src_bit),
+            (1, 6),
+            "the member condition, not the non-member one before it"
+        );
+        assert_eq!(
+            head.dst_ports,
+            PortRangeEntry {
+                first: 80,
+                last: 8080
+            }
+        );
+        assert_eq!(RuleHead::of(&RuleEntry::default()), RuleHead::default());
+    }
+
+    #[test]
+    fn a_block_rules_out_only_what_none_of_its_heads_admits() {
+        let tcp_from_3 = RuleHead {
+            flags: HEAD_PROTOCOL | HEAD_SRC_SET,
+            protocol: 6,
+            src_word: 0,
+            src_bit: 3,
+            ..RuleHead::default()
+        };
+        let udp_from_100 = RuleHead {
+            flags: HEAD_PROTOCOL | HEAD_SRC_SET,
+            protocol: 17,
+            src_word: 1,
+            src_bit: 36,
+            ..RuleHead::default()
+        };
+        let block = RuleBlock::of([&tcp_from_3, &udp_from_100]);
+        assert!(!block.excludes_protocol(6) && !block.excludes_protocol(17));
+        assert!(block.excludes_protocol(1) && block.excludes_protocol(132));
+        assert_eq!(block.source.filtered, 1);
+        assert_eq!(block.source.presence, 0b11);
+        assert_eq!((block.source.words[0], block.source.words[1]), (8, 1 << 36));
+        assert_eq!(
+            block.destination.filtered, 0,
+            "no rule needs a destination set"
+        );
+
+        let anything = RuleHead::default();
+        let block = RuleBlock::of([&tcp_from_3, &anything]);
+        assert!(!block.excludes_protocol(1));
+        assert_eq!(block.source.filtered, 0);
+    }
+
+    #[test]
+    fn a_zeroed_block_rules_out_nothing() {
+        let zeroed = RuleBlock::OPEN;
+        assert!((0..=255).all(|p| !zeroed.excludes_protocol(p)));
+        assert_eq!(zeroed.source.filtered, 0);
+        assert_eq!(zeroed.destination.filtered, 0);
+        assert_eq!(RuleBlock::of([]), RuleBlock::OPEN);
+    }
+
+    #[test]
     fn bitmap_holds_every_slot() {
         let mut bitmap = SetBitmap::EMPTY;
         for slot in [0u16, 63, 64, (MAX_SET_SLOTS - 1) as u16] {

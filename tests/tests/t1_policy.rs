@@ -809,3 +809,197 @@ fn random_tables_decide_like_the_reference() {
         }
     });
 }
+
+/// Tables of hundreds of rules span several 64-slot blocks of the rules map, and each
+/// replacement lands next to the ranges it replaced while they cool down: blocks are
+/// shared by tables, summaries skip most of them, heads most of the rest. The verdicts
+/// must still be those of a rule-by-rule walk.
+#[test]
+fn large_tables_decide_like_the_reference_across_blocks() {
+    require_root!();
+    in_ns(|| {
+        let mut pair = Pair::new();
+        let mut rng = Rng(0x0b10_c4ed_5eed_0001);
+        // More sets than one bitmap word holds, so summaries span several words.
+        let sets = 100u32;
+        let hosts = 24u64;
+        let addr = |rng: &mut Rng, family: IpFamily| {
+            family.doc_addr(rng.below(2) as u8, rng.below(hosts) as u8)
+        };
+        for id in 0..sets {
+            let mut members = BTreeSet::new();
+            for _ in 0..rng.below(4) {
+                let family = IpFamily::ALL[rng.below(2) as usize];
+                let a = addr(&mut rng, family);
+                let len = match (family, rng.chance(10)) {
+                    (IpFamily::V4, true) => 29,
+                    (IpFamily::V4, false) => 32,
+                    (IpFamily::V6, true) => 125,
+                    (IpFamily::V6, false) => 128,
+                };
+                members.insert(net(a, len));
+            }
+            for delta in set_deltas(id, members) {
+                pair.apply(&delta);
+            }
+        }
+        let random_table = |rng: &mut Rng| {
+            let rules = (0..40 + rng.below(220))
+                .map(|i| {
+                    let action = match rng.below(8) {
+                        0 | 1 => RuleAction::Deny,
+                        2 => RuleAction::Log,
+                        _ => RuleAction::Allow,
+                    };
+                    let mut r = rule(&format!("r{i}"), action);
+                    if rng.chance(40) {
+                        r.protocol =
+                            Some([ip_proto::TCP, ip_proto::UDP, 47][rng.below(3) as usize]);
+                    }
+                    // Most rules need a set on one side or both (what makes blocks
+                    // skippable); a few have none, which opens their block.
+                    let sides = match rng.below(100) {
+                        0..=2 => 0,
+                        3..=60 => 1,
+                        _ => 2,
+                    };
+                    let first = rng.below(2) as usize;
+                    for n in 0..sides {
+                        let side = if (first + n).is_multiple_of(2) {
+                            &mut r.source
+                        } else {
+                            &mut r.destination
+                        };
+                        side.sets.push(SetMatch {
+                            set: IpSetId(rng.below(u64::from(sets)) as u32),
+                            member: rng.chance(90),
+                        });
+                        if rng.chance(20) {
+                            side.sets.push(SetMatch {
+                                set: IpSetId(rng.below(u64::from(sets)) as u32),
+                                member: rng.chance(50),
+                            });
+                        }
+                    }
+                    if rng.chance(30) {
+                        for _ in 0..1 + rng.below(3) {
+                            let first = rng.below(30) as u16 * 2;
+                            r.destination.ports.push(PortRange {
+                                first,
+                                last: first + rng.below(4) as u16,
+                            });
+                        }
+                    }
+                    if rng.chance(10) {
+                        r.source
+                            .not_ports
+                            .push(PortRange::single(rng.below(60) as u16));
+                    }
+                    r
+                })
+                .collect();
+            let default = if rng.chance(50) {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            };
+            table(rules, default)
+        };
+        let mut allowed = 0;
+        let mut checked = 0;
+        for round in 0..6 {
+            let (ingress, egress) = (random_table(&mut rng), random_table(&mut rng));
+            pair.set_pod(Some(ingress), Some(egress));
+            for _ in 0..60 {
+                let family = IpFamily::ALL[rng.below(2) as usize];
+                let (src, dst) = (addr(&mut rng, family), addr(&mut rng, family));
+                let (sport, dport) = (rng.below(60) as u16, rng.below(60) as u16);
+                let (flow, frame) = match rng.below(3) {
+                    0 => tcp(src, sport, dst, dport),
+                    1 => udp(src, sport, dst, dport),
+                    _ => other(src, dst, 47),
+                };
+                let direction = PolicyDirection::ALL[rng.below(2) as usize];
+                pair.check(direction, &flow, &frame, &format!("round {round}"));
+                checked += 1;
+                let expected = pair
+                    .oracle
+                    .decide(&EndpointName(POD.to_owned()), direction, &flow)
+                    .expect("endpoint known");
+                if expected.verdict() == Verdict::Allow {
+                    allowed += 1;
+                }
+            }
+        }
+        // Both outcomes were exercised, not one verdict for everything.
+        assert!(
+            allowed > checked / 10 && allowed < checked * 9 / 10,
+            "{allowed} of {checked} flows allowed"
+        );
+    });
+}
+
+/// An endpoint's two tables are neighbours in the rules map and share a 64-rule block:
+/// writing the second must not hide the first's rules in it. Here the ingress table's
+/// deciding rule sits in that shared block, behind 69 rules that never match, and every
+/// egress rule needs a set the client is not in.
+#[test]
+fn a_table_written_next_to_another_keeps_its_rules_in_their_shared_block() {
+    require_root!();
+    in_ns(|| {
+        let mut pair = Pair::new();
+        let family = IpFamily::V4;
+        let (client, other_client, pod) = (
+            family.doc_addr(0, 10),
+            family.doc_addr(0, 11),
+            family.doc_addr(1, 2),
+        );
+        let (nobody, clients, others) = (0, 1, 2);
+        for (id, members) in [
+            (nobody, vec![]),
+            (clients, vec![net(client, 32)]),
+            (others, vec![net(other_client, 32)]),
+        ] {
+            for delta in set_deltas(id, members) {
+                pair.apply(&delta);
+            }
+        }
+        let needing = |set: u32, action: RuleAction, i: usize| {
+            let mut r = rule(&format!("r{i}"), action);
+            r.source.sets.push(SetMatch {
+                set: IpSetId(set),
+                member: true,
+            });
+            r
+        };
+        let mut ingress: Vec<Rule> = (0..69)
+            .map(|i| needing(nobody, RuleAction::Allow, i))
+            .collect();
+        ingress.push(needing(clients, RuleAction::Allow, 69));
+        let egress = (0..40)
+            .map(|i| needing(others, RuleAction::Deny, i))
+            .collect();
+        pair.set_pod(
+            Some(table(ingress, Verdict::Deny)),
+            Some(table(egress, Verdict::Allow)),
+        );
+        let (flow, frame) = tcp(client, 40000, pod, 80);
+        let expected = pair
+            .oracle
+            .decide(
+                &EndpointName(POD.to_owned()),
+                PolicyDirection::Ingress,
+                &flow,
+            )
+            .expect("endpoint known");
+        assert_eq!(expected.verdict(), Verdict::Allow, "{expected:?}");
+        pair.check(PolicyDirection::Ingress, &flow, &frame, "client to pod");
+        let (flow, frame) = tcp(other_client, 40000, pod, 80);
+        pair.check(
+            PolicyDirection::Ingress,
+            &flow,
+            &frame,
+            "other client to pod",
+        );
+    });
+}

@@ -116,3 +116,74 @@ impl KernelDataplane {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use fedwall_common::policy::HEAD_SRC_SET;
+
+    use super::*;
+
+    /// A head needing the source in set slot `slot`.
+    fn needing(slot: u16) -> RuleHead {
+        let (src_word, src_bit) = fedwall_common::policy::SetBitmap::position(slot);
+        RuleHead {
+            flags: HEAD_SRC_SET,
+            src_word,
+            src_bit,
+            ..RuleHead::default()
+        }
+    }
+
+    #[test]
+    fn free_slots_do_not_open_a_block_and_released_ones_stay_in_it() {
+        let mut ranges = RangeAllocator::default();
+        let mut index = BlockIndex::default();
+        let a = ranges.alloc(10).expect("space");
+        let summaries = index.write(a, &[needing(3); 10], &ranges);
+        let [(0, block)] = summaries[..] else {
+            panic!("one block: {summaries:?}");
+        };
+        assert_eq!(block.source.filtered, 1, "the 54 free slots open nothing");
+        assert_eq!(block.source.words[0], 1 << 3);
+        assert_eq!(block.destination.filtered, 0);
+
+        // `a` is released but may still be walked: its rules stay in the summary.
+        ranges.release(a);
+        let b = ranges.alloc(5).expect("space");
+        assert_eq!(b.start, 10);
+        let summaries = index.write(b, &[needing(64); 5], &ranges);
+        let [(0, block)] = summaries[..] else {
+            panic!("one block: {summaries:?}");
+        };
+        assert_eq!((block.source.words[0], block.source.words[1]), (1 << 3, 1));
+        assert_eq!(block.source.presence, 0b11);
+    }
+
+    #[test]
+    fn heads_read_back_from_the_kernel_count_like_written_ones() {
+        let mut ranges = RangeAllocator::default();
+        let mut index = BlockIndex::default();
+        // An earlier agent's table at slots 0..10, one rule of it with no set condition.
+        ranges.reserve(TableRef { start: 0, len: 10 });
+        let mut kernel = [RuleHead::default(); SLOTS];
+        kernel[..10].fill(needing(1));
+        kernel[5] = RuleHead::default();
+        let table = ranges.alloc(3).expect("space");
+        assert_eq!(index.unknown(table), vec![0]);
+        index.learn(0, kernel);
+        assert!(index.unknown(table).is_empty());
+        let summaries = index.write(table, &[needing(2); 3], &ranges);
+        assert_eq!(
+            summaries[0].1.source.filtered, 0,
+            "the adopted open rule opens the block"
+        );
+    }
+
+    #[test]
+    fn a_table_across_a_block_boundary_rewrites_both_blocks() {
+        let table = TableRef { start: 60, len: 10 };
+        assert_eq!(blocks_of(table), 0..2);
+        assert_eq!(blocks_of(TableRef { start: 64, len: 64 }), 1..2);
+        assert_eq!(blocks_of(TableRef::default()), 0..0);
+    }
+}
