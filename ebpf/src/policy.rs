@@ -148,8 +148,8 @@ pub struct Packet {
     fragment: Fragment,
 }
 
-/// The L4 facts of a packet. Aligned so that resetting it is two 8-byte stores (a run of
-/// zero bytes at a smaller alignment becomes a call to a byte-wise memset).
+/// The L4 facts of a packet; aligned and 16 bytes long so that [`L4Facts::reset`] is two
+/// 8-byte stores.
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 struct L4Facts {
@@ -168,19 +168,21 @@ struct L4Facts {
     _pad: [u8; 4],
 }
 
+const _: () = assert!(core::mem::size_of::<L4Facts>() == 16);
+
 impl L4Facts {
-    const NONE: L4Facts = L4Facts {
-        src_port: 0,
-        dst_port: 0,
-        echo_id: 0,
-        has_ports: false,
-        is_icmp: false,
-        is_echo: false,
-        icmp_type: 0,
-        icmp_code: 0,
-        tcp_flags: 0,
-        _pad: [0; 4],
-    };
+    /// Makes every fact false or zero with two 8-byte stores. Volatile, because LLVM merges
+    /// plain zero stores (or a struct copy of zeroes) into a memset, which the BPF backend
+    /// emits as a call to a byte-wise loop.
+    #[inline(always)]
+    fn reset(&mut self) {
+        let words = (self as *mut L4Facts).cast::<u64>();
+        // SAFETY: L4Facts is 16 bytes, 8-byte aligned, and all-zero is a valid value of it.
+        unsafe {
+            words.write_volatile(0);
+            words.add(1).write_volatile(0);
+        }
+    }
 }
 
 #[repr(C)]
@@ -341,7 +343,7 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
         return Read::CannotParse;
     }
     let (family, protocol, l4_offset) = (headers.family, headers.protocol, headers.l4_offset);
-    packet.l4 = L4Facts::NONE;
+    packet.l4.reset();
     packet.fragment = match (packet.headers.fragment_id, l4_offset) {
         (None, _) => Fragment::Whole,
         (Some(id), Some(_)) => Fragment::First(id),

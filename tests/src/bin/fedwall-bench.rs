@@ -142,19 +142,32 @@ fn best_of_batches(
     best
 }
 
-/// The mean cost of a new flow's first packet that walks every rule of the scenario.
-fn new_flow_ns(dataplane: &mut KernelDataplane, sets: u32, members: u32) -> anyhow::Result<f64> {
+/// The first packet of a new flow that walks every rule of a scenario and is denied.
+fn new_flow_frame(sets: u32, members: u32) -> Vec<u8> {
     let src = member_addr((sets - 1) * (members / sets));
-    let frame = Packet::ipv4(src, Ipv4Addr::new(192, 0, 2, 2))
+    Packet::ipv4(src, Ipv4Addr::new(192, 0, 2, 2))
         .tcp(40000, 80)
         .flags(TcpFlags::SYN)
-        .build();
-    let (verdict, took) =
-        best_of_batches(dataplane, PolicyDirection::Ingress, &frame, NEW_FLOW_REPEAT);
+        .build()
+}
+
+/// One batch of new-flow packets: the mean cost per packet.
+fn new_flow_batch(dataplane: &mut KernelDataplane, frame: &[u8]) -> anyhow::Result<Duration> {
+    let (verdict, took) = run_repeat(dataplane, PolicyDirection::Ingress, frame, NEW_FLOW_REPEAT);
     if verdict != TC_ACT_SHOT {
         bail!("the new-flow packet was not denied by the default (verdict {verdict})");
     }
-    Ok(took.as_nanos() as f64)
+    Ok(took)
+}
+
+/// The mean cost of a new flow's first packet that walks every rule of the scenario.
+fn new_flow_ns(dataplane: &mut KernelDataplane, sets: u32, members: u32) -> anyhow::Result<f64> {
+    let frame = new_flow_frame(sets, members);
+    let mut best = Duration::MAX;
+    for _ in 0..BATCHES {
+        best = best.min(new_flow_batch(dataplane, &frame)?);
+    }
+    Ok(best.as_nanos() as f64)
 }
 
 /// Every figure whose name contains `only` (all of them when it is empty).
@@ -192,11 +205,27 @@ fn datapath(only: &str) -> anyhow::Result<Vec<Figure>> {
     {
         return Ok(figures);
     }
+    // All four dataplanes at once, their batches interleaved: a burst of other work on
+    // the machine then weighs on every size alike instead of on whichever ran during it.
+    let sizes = [1_000, 10_000, 100_000, 1_000_000];
+    let mut cases = Vec::new();
+    for members in sizes {
+        let (bpffs, dataplane, _) = scenario(100, members)?;
+        cases.push((bpffs, dataplane, new_flow_frame(100, members)));
+    }
+    let mut best = [Duration::MAX; 4];
+    for _ in 0..BATCHES {
+        for ((_, dataplane, frame), (best, members)) in
+            cases.iter_mut().zip(best.iter_mut().zip(sizes))
+        {
+            let took =
+                new_flow_batch(dataplane, frame).with_context(|| format!("{members} members"))?;
+            *best = (*best).min(took);
+        }
+    }
     let mut flat = Vec::new();
-    for members in [1_000, 10_000, 100_000, 1_000_000] {
-        let (_bpffs, mut dataplane, _) = scenario(100, members)?;
-        let ns = new_flow_ns(&mut dataplane, 100, members)
-            .with_context(|| format!("{members} members"))?;
+    for (best, members) in best.iter().zip(sizes) {
+        let ns = best.as_nanos() as f64;
         emit(
             &mut figures,
             &format!("new_flow_100_rules_{members}_members"),
