@@ -430,14 +430,20 @@ fn first_fragment_passed(packet: &Packet, id: u32, ifindex: u32) -> bool {
     }
 }
 
-#[inline(never)]
+/// Records a passed first fragment (inline: most packets are whole, and pay one test).
+#[inline(always)]
 fn remember_first_fragment(packet: &Packet, ifindex: u32, now: u64) {
     if let Fragment::First(id) = packet.fragment {
-        let key = fragment_key(packet, id, ifindex);
-        // A full LRU evicts the oldest datagram; nothing to handle on failure: its later
-        // fragments are then dropped as orphans, which fails closed.
-        let _ = FRAGMENTS.insert(&key, &FragmentValue { first_seen_ns: now }, 0);
+        remember_fragmented(packet, id, ifindex, now);
     }
+}
+
+#[inline(never)]
+fn remember_fragmented(packet: &Packet, id: u32, ifindex: u32, now: u64) {
+    let key = fragment_key(packet, id, ifindex);
+    // A full LRU evicts the oldest datagram; nothing to handle on failure: its later
+    // fragments are then dropped as orphans, which fails closed.
+    let _ = FRAGMENTS.insert(&key, &FragmentValue { first_seen_ns: now }, 0);
 }
 
 /// The conntrack key of the packet's flow and whether the packet goes hi → lo; `None` for
@@ -475,7 +481,8 @@ fn established(packet: &Packet, ifindex: u32, now: u64) -> bool {
     // SAFETY: a map value pointer stays valid for the program's run; concurrent updates of
     // these plain fields race benignly (the worst case is a lost refresh).
     let entry = unsafe { &mut *entry };
-    if now.saturating_sub(entry.last_seen_ns) > timeout_ns(key.protocol, entry.tcp_state) {
+    let idle = now.saturating_sub(entry.last_seen_ns);
+    if idle > timeout_ns(key.protocol, entry.tcp_state) {
         return false;
     }
     let mut state = entry.tcp_state;
@@ -497,7 +504,7 @@ fn established(packet: &Packet, ifindex: u32, now: u64) -> bool {
             state |= TCP_RST;
         }
     }
-    if state != entry.tcp_state || now.saturating_sub(entry.last_seen_ns) >= CT_REFRESH_NS {
+    if state != entry.tcp_state || idle >= CT_REFRESH_NS {
         entry.tcp_state = state;
         entry.last_seen_ns = now;
     }
