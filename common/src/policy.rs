@@ -60,7 +60,8 @@ pub const MAX_RULES_PER_TABLE: u32 = 4_096;
 pub const RULE_BLOCK_SLOTS: u32 = 64;
 pub const RULE_BLOCKS: u32 = MAX_RULES / RULE_BLOCK_SLOTS;
 pub const MAX_SET_MATCHES_PER_SIDE: usize = 4;
-/// For `ports` and, separately, for `not_ports`.
+/// For `ports` and, separately, for `not_ports`, in one entry. A rule with more `ports`
+/// ranges takes several entries (userspace splits it); more `not_ports` is an error.
 pub const MAX_PORT_RANGES_PER_SIDE: usize = 8;
 pub const FLOW_EVENTS_BYTES: u32 = 256 * 1024;
 pub const MAX_FRAGMENTED_DATAGRAMS: u32 = 16_384;
@@ -236,6 +237,10 @@ pub const RULE_ICMP_CODE: u32 = 8;
 pub const RULE_NOT_ICMP_TYPE: u32 = 16;
 /// ... with code `not_icmp_code` (only with [`RULE_NOT_ICMP_TYPE`]).
 pub const RULE_NOT_ICMP_CODE: u32 = 32;
+/// `rule_index` is the rule's index in its table as userspace knows it, for flow events
+/// (a rule with more port ranges than an entry holds takes several consecutive entries).
+/// Without it, events name the entry's own index in the table.
+pub const RULE_INDEXED: u32 = 64;
 
 /// One rule; every condition its flags and counts name must hold for `action` to apply.
 #[repr(C)]
@@ -251,12 +256,17 @@ pub struct RuleEntry {
     pub icmp_code: u8,
     pub not_icmp_type: u8,
     pub not_icmp_code: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// See [`RULE_INDEXED`]. It sits where five padding bytes were: entries written
+    /// without it read as before, and a program that does not know it ignores it.
+    pub rule_index: u16,
+    pub _pad2: [u8; 2],
     pub source: SideConditions,
     pub destination: SideConditions,
 }
 
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 192);
+const _: () = assert!(core::mem::offset_of!(RuleEntry, source) == 16);
 
 /// `RuleHead::flags`: the packet's protocol must be `protocol`.
 pub const HEAD_PROTOCOL: u8 = 1;

@@ -74,10 +74,10 @@ use fedwall_common::{
         HEAD_SRC_SET, MAX_ENDPOINTS, MAX_FRAGMENTED_DATAGRAMS, MAX_PORT_RANGES_PER_SIDE, MAX_RULES,
         MAX_RULES_PER_TABLE, MAX_SET_CLASSES, MAX_SET_HOSTS, MAX_SET_MATCHES_PER_SIDE,
         MAX_SET_NETS, PacketCounter, PolicyDir, PortRangeEntry, RULE_BLOCK_SLOTS,
-        RULE_BLOCKS as RULE_BLOCKS_COUNT, RULE_ICMP_CODE, RULE_ICMP_TYPE, RULE_NOT_ICMP_CODE,
-        RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleBlock, RuleEntry, RuleHead,
-        SET_BITMAP_WORDS, SET_MEMBER, SET_NOT_MEMBER, SetBitmap, SideConditions, VERDICT_ENTRIES,
-        VerdictReason, verdict_index,
+        RULE_BLOCKS as RULE_BLOCKS_COUNT, RULE_ICMP_CODE, RULE_ICMP_TYPE, RULE_INDEXED,
+        RULE_NOT_ICMP_CODE, RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleBlock,
+        RuleEntry, RuleHead, SET_BITMAP_WORDS, SET_MEMBER, SET_NOT_MEMBER, SetBitmap,
+        SideConditions, VERDICT_ENTRIES, VerdictReason, verdict_index,
     },
 };
 
@@ -578,9 +578,11 @@ struct Walk {
     /// The table indices of the block being walked: `from..to`.
     from: u32,
     to: u32,
-    /// Out: the deciding action (0 while none), and the rule's index in the table.
+    /// Out: the deciding action (0 while none), the deciding entry's index in the table,
+    /// and the index flow events name (see [`event_index`]).
     action: u32,
     index: u32,
+    event_index: u32,
 }
 
 /// Walks the endpoint's table for `dir`: (reason, rule index in the table or
@@ -620,6 +622,7 @@ fn walk_table(
         to: 0,
         action: 0,
         index: EVENT_NO_RULE,
+        event_index: EVENT_NO_RULE,
     };
     if table.len > 0 {
         let first = table.start / RULE_BLOCK_SLOTS;
@@ -638,10 +641,10 @@ fn walk_table(
     match walk.action as u8 {
         ACTION_ALLOW => (
             VerdictReason::AllowRule,
-            walk.index,
+            walk.event_index,
             table.start + walk.index,
         ),
-        ACTION_DENY => (VerdictReason::DenyRule, walk.index, CT_NO_RULE),
+        ACTION_DENY => (VerdictReason::DenyRule, walk.event_index, CT_NO_RULE),
         0 if endpoint.flags & dir.default_allow_flag() != 0 => {
             (VerdictReason::AllowDefault, EVENT_NO_RULE, CT_NO_RULE)
         }
@@ -766,7 +769,7 @@ fn walk_rule(walk: &mut Walk, index: u32) -> bool {
             let meta = EventMeta {
                 endpoint_id: walk.endpoint_id,
                 ifindex: walk.ifindex,
-                rule_index: index,
+                rule_index: event_index(rule, index),
                 reason: VerdictReason::AllowRule,
                 dir: walk.dir as u8,
                 kind: EVENT_LOG,
@@ -777,8 +780,20 @@ fn walk_rule(walk: &mut Walk, index: u32) -> bool {
         action => {
             walk.action = u32::from(action);
             walk.index = index;
+            walk.event_index = event_index(rule, index);
             true
         }
+    }
+}
+
+/// The rule index flow events name for entry `index` of a table: the rule's own index
+/// when userspace wrote it (a rule may take several entries), else the entry's.
+#[inline(always)]
+fn event_index(rule: &RuleEntry, index: u32) -> u32 {
+    if rule.flags & RULE_INDEXED != 0 {
+        u32::from(rule.rule_index)
+    } else {
+        index
     }
 }
 

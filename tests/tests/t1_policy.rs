@@ -650,7 +650,7 @@ fn over_limit_updates_are_rejected_and_the_old_table_stays() {
         let (a, b) = (IpFamily::V4.doc_addr(1, 1), IpFamily::V4.doc_addr(0, 2));
         let frame = Packet::ip(a, b).udp(1, 2).build();
         let mut too_many_ports = rule("p/ingress/0", RuleAction::Allow);
-        too_many_ports.destination.ports = (1..=9).map(PortRange::single).collect();
+        too_many_ports.destination.not_ports = (1..=9).map(PortRange::single).collect();
         let error = pair
             .kernel
             .apply(&Delta::EndpointSet(endpoint(
@@ -658,7 +658,7 @@ fn over_limit_updates_are_rejected_and_the_old_table_stays() {
                 Some(table(vec![too_many_ports], Verdict::Allow)),
                 None,
             )))
-            .expect_err("nine port ranges do not fit");
+            .expect_err("nine notPorts ranges do not fit");
         assert!(
             matches!(&error, DataplaneError::RuleTooComplex { limit: 8, .. }),
             "{error:?}"
@@ -1001,5 +1001,78 @@ fn a_table_written_next_to_another_keeps_its_rules_in_their_shared_block() {
             &frame,
             "other client to pod",
         );
+    });
+}
+
+/// A rule listing more port ranges than a kernel entry holds (8 a side) takes several
+/// entries. It must still match exactly its ports, a Log rule must log a packet once, and
+/// counters and events must name rules by their own index, not by entry.
+#[test]
+fn a_rule_with_twenty_ports_matches_exactly_its_ports() {
+    require_root!();
+    in_ns(|| {
+        let mut pair = Pair::new();
+        let (client, pod) = (IpFamily::V4.doc_addr(0, 1), IpFamily::V4.doc_addr(1, 2));
+        let ports: Vec<u16> = (0..20).map(|i| 1000 + 2 * i).collect();
+        let listed: Vec<PortRange> = ports.iter().copied().map(PortRange::single).collect();
+        let mut log = rule("p/ingress/0", RuleAction::Log);
+        log.destination.ports = listed.clone();
+        let mut allow = rule("p/ingress/1", RuleAction::Allow);
+        allow.protocol = Some(ip_proto::TCP);
+        allow.destination.ports = listed;
+        let mut after = rule("p/ingress/2", RuleAction::Allow);
+        after.destination.ports = vec![PortRange::single(5000)];
+        pair.set_pod(Some(table(vec![log, allow, after], Verdict::Deny)), None);
+        pair.kernel.drain_events().expect("events");
+        let mut check = |port: u16| {
+            let (flow, frame) = tcp(client, 40000, pod, port);
+            pair.check(
+                PolicyDirection::Ingress,
+                &flow,
+                &frame,
+                &format!("port {port}"),
+            );
+        };
+        for &port in &ports {
+            check(port);
+        }
+        for port in [999, 1001, 1039, 1040, 4999] {
+            check(port);
+        }
+        let (flow, frame) = tcp(client, 40000, pod, 5000);
+        pair.check(PolicyDirection::Ingress, &flow, &frame, "the rule after");
+        // A listed port over UDP: logged by rule 0, not allowed by rule 1 (TCP only).
+        let (flow, frame) = udp(client, 40000, pod, 1010);
+        pair.check(PolicyDirection::Ingress, &flow, &frame, "udp");
+
+        let events = pair.kernel.drain_events().expect("events");
+        let logged: Vec<u32> = events
+            .iter()
+            .filter(|e| e.kind == EVENT_LOG)
+            .map(|e| e.rule_index)
+            .collect();
+        assert_eq!(
+            logged,
+            vec![0; 21],
+            "one Log event per listed packet, rule 0"
+        );
+        let denied: Vec<u16> = events
+            .iter()
+            .filter(|e| e.kind == EVENT_DENY)
+            .map(|e| e.dst_port)
+            .collect();
+        assert_eq!(
+            denied,
+            [999, 1001, 1039, 1040, 4999, 1010],
+            "the rest is denied"
+        );
+        let name = EndpointName(POD.to_owned());
+        let counter = |i| {
+            pair.kernel
+                .rule_counter(&name, PolicyDirection::Ingress, i)
+                .expect("counter")
+                .packets
+        };
+        assert_eq!([counter(0), counter(1), counter(2)], [21, 20, 1]);
     });
 }
