@@ -59,6 +59,14 @@ impl Pair {
         self.apply(&Delta::EndpointSet(endpoint(POD, ingress, egress)));
     }
 
+    /// Packets that matched rule `index` of the pod's table for `direction`.
+    fn rule_packets(&self, direction: PolicyDirection, index: usize) -> u64 {
+        self.kernel
+            .rule_counter(&EndpointName(POD.to_owned()), direction, index)
+            .expect("counter")
+            .packets
+    }
+
     /// The kernel's verdict (as allow/deny) for a flow's first packet, after checking it
     /// against the oracle's.
     fn check(&mut self, direction: PolicyDirection, flow: &Flow, frame: &[u8], case: &str) {
@@ -386,13 +394,7 @@ fn first_match_wins_and_log_goes_on_with_an_event() {
         );
         assert_eq!(deny_event.ifindex, TEST_RUN_IFINDEX);
         assert_eq!(deny_event.reason, VerdictReason::DenyRule as u32);
-        let name = EndpointName(POD.to_owned());
-        let counter = |i| {
-            pair.kernel
-                .rule_counter(&name, PolicyDirection::Ingress, i)
-                .expect("counter")
-                .packets
-        };
+        let counter = |i| pair.rule_packets(PolicyDirection::Ingress, i);
         assert_eq!([counter(0), counter(1), counter(2)], [2, 1, 1]);
         let verdicts = pair.kernel.verdicts().expect("verdicts");
         assert_eq!(
@@ -1066,13 +1068,7 @@ fn a_rule_with_twenty_ports_matches_exactly_its_ports() {
             [999, 1001, 1039, 1040, 4999, 1010],
             "the rest is denied"
         );
-        let name = EndpointName(POD.to_owned());
-        let counter = |i| {
-            pair.kernel
-                .rule_counter(&name, PolicyDirection::Ingress, i)
-                .expect("counter")
-                .packets
-        };
+        let counter = |i| pair.rule_packets(PolicyDirection::Ingress, i);
         assert_eq!([counter(0), counter(1), counter(2)], [21, 20, 1]);
     });
 }

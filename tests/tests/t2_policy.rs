@@ -103,6 +103,37 @@ fn connects(client: &NetNs, server_ns: &NetNs, addr: &str, port: &str) -> bool {
     ok
 }
 
+/// A TCP connection from the node to the pod's allowed port (IPv4), sending 1 KiB every
+/// 20 ms for 3 s.
+struct Stream {
+    server: Child,
+    client: Child,
+}
+
+impl Stream {
+    /// Opens the connection and lets it run for half a second.
+    fn start(node: &NetNs, pod: &NetNs) -> Stream {
+        let server = tcp_server(pod, POD_V4, ALLOWED_PORT);
+        let client = tcp_client(node, POD_V4, ALLOWED_PORT, 3.0);
+        std::thread::sleep(Duration::from_millis(500));
+        Stream { server, client }
+    }
+
+    /// Waits for its end; panics unless the whole exchange worked, across `event`.
+    fn finish(mut self, event: &str) {
+        assert!(
+            self.client.wait().expect("client").success(),
+            "the TCP connection broke across {event}"
+        );
+        let received = self.server.wait_with_output().expect("server");
+        let bytes: u64 = String::from_utf8_lossy(&received.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(bytes > 50 * 1024, "only {bytes} bytes crossed {event}");
+    }
+}
+
 fn pings(from: &NetNs, to: &str) -> bool {
     Command::new("ip")
         .args([
@@ -177,9 +208,7 @@ fn traffic_follows_the_policy_and_survives_a_kill_9_of_the_holder() {
     assert!(!pings(&pod, NODE_V4), "the pod may not open flows");
 
     // A connection streams while the holder is killed and a new one adopts the pins.
-    let server = tcp_server(&pod, POD_V4, ALLOWED_PORT);
-    let mut client = tcp_client(&node, POD_V4, ALLOWED_PORT, 3.0);
-    std::thread::sleep(Duration::from_millis(500));
+    let stream = Stream::start(&node, &pod);
     kill_9(first);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!pings(&pod, NODE_V4), "enforcement goes on with no holder");
@@ -189,16 +218,7 @@ fn traffic_follows_the_policy_and_survives_a_kill_9_of_the_holder() {
     );
     let second = hold(&node, &bpffs, ifindex);
     assert!(!pings(&pod, NODE_V4), "enforcement goes on after adoption");
-    assert!(
-        client.wait().expect("client").success(),
-        "the TCP connection broke across the restart"
-    );
-    let received = server.wait_with_output().expect("server");
-    let bytes: u64 = String::from_utf8_lossy(&received.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(bytes > 50 * 1024, "only {bytes} bytes crossed the restart");
+    stream.finish("the restart");
     assert!(
         pings(&node, POD_V4),
         "policy still allows ping after adoption"
@@ -300,9 +320,7 @@ fn a_rule_change_decides_new_flows_while_an_open_connection_goes_on() {
     );
 
     // A connection streams across the change, which swaps the allowed port.
-    let server = tcp_server(&pod, POD_V4, ALLOWED_PORT);
-    let mut client = tcp_client(&node, POD_V4, ALLOWED_PORT, 3.0);
-    std::thread::sleep(Duration::from_millis(500));
+    let stream = Stream::start(&node, &pod);
     set_ingress(
         &node,
         &mut dataplane,
@@ -316,14 +334,5 @@ fn a_rule_change_decides_new_flows_while_an_open_connection_goes_on() {
         connects(&node, &pod, POD_V4, DENIED_PORT),
         "a new flow to the new port is allowed"
     );
-    assert!(
-        client.wait().expect("client").success(),
-        "the open connection broke at the rule change"
-    );
-    let received = server.wait_with_output().expect("server");
-    let bytes: u64 = String::from_utf8_lossy(&received.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(bytes > 50 * 1024, "only {bytes} bytes crossed the change");
+    stream.finish("the rule change");
 }
