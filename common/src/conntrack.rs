@@ -36,6 +36,8 @@ pub struct ConntrackKey {
 }
 
 const _: () = assert!(core::mem::size_of::<ConntrackKey>() == 44);
+const _: () = assert!(core::mem::offset_of!(ConntrackKey, protocol) % 4 == 0);
+const _: () = assert!(core::mem::offset_of!(ConntrackKey, scope) == 40);
 
 impl ConntrackKey {
     /// The key of the flow a packet `src:src_port → dst:dst_port` belongs to, and whether
@@ -51,18 +53,25 @@ impl ConntrackKey {
     ) -> (Self, bool) {
         let src_first = endpoint_le(src, src_port, dst, dst_port);
         let (addr_lo, port_lo, addr_hi, port_hi) = if src_first {
-            (*src, src_port, *dst, dst_port)
+            (src, src_port, dst, dst_port)
         } else {
-            (*dst, dst_port, *src, src_port)
+            (dst, dst_port, src, src_port)
         };
-        let key = ConntrackKey {
-            addr_lo,
-            addr_hi,
-            port_lo,
-            port_hi,
-            protocol,
-            _pad: [0; 3],
-            scope,
+        let mut key = core::mem::MaybeUninit::<ConntrackKey>::uninit();
+        let at = key.as_mut_ptr();
+        // SAFETY: every byte of the key is written before it is read. The protocol and its
+        // three padding bytes are one aligned 4-byte store (offset asserted above): written
+        // as bytes, the BPF backend zeroes the padding with a call to a byte-wise memset.
+        let key = unsafe {
+            core::ptr::addr_of_mut!((*at).addr_lo).write(*addr_lo);
+            core::ptr::addr_of_mut!((*at).addr_hi).write(*addr_hi);
+            core::ptr::addr_of_mut!((*at).port_lo).write(port_lo);
+            core::ptr::addr_of_mut!((*at).port_hi).write(port_hi);
+            core::ptr::addr_of_mut!((*at).protocol)
+                .cast::<u32>()
+                .write(u32::from_ne_bytes([protocol, 0, 0, 0]));
+            core::ptr::addr_of_mut!((*at).scope).write(scope);
+            key.assume_init()
         };
         (key, !src_first)
     }

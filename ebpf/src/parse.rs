@@ -45,6 +45,24 @@ pub struct IpHeaders {
     pub fragment_id: Option<u32>,
 }
 
+// The addresses are written with 8-byte stores (see `write_v4_mapped`).
+const _: () = assert!(core::mem::align_of::<IpHeaders>() >= 8);
+const _: () = assert!(core::mem::offset_of!(IpHeaders, src) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(IpHeaders, dst) % 8 == 0);
+
+/// Writes `::ffff:a.b.c.d` into an address field of [`IpHeaders`] with two 8-byte stores:
+/// built byte by byte, the BPF backend emits a call to a byte-wise memset for the zeroes.
+#[inline(always)]
+fn write_v4_mapped(out: &mut [u8; 16], v4: [u8; 4]) {
+    let words = out.as_mut_ptr().cast::<u64>();
+    let low = u64::from_ne_bytes(v4_mapped(v4)[8..].try_into().unwrap_or([0; 8]));
+    // SAFETY: `out` is an 8-byte aligned field of IpHeaders (asserted above), 16 bytes long.
+    unsafe {
+        words.write(0);
+        words.add(1).write(low);
+    }
+}
+
 impl IpHeaders {
     pub const EMPTY: IpHeaders = IpHeaders {
         family: Family::V4,
@@ -139,8 +157,8 @@ fn parse_ipv4(ctx: &TcContext, offset: usize, headers: &mut IpHeaders) -> Result
     headers.family = Family::V4;
     headers.protocol = ip[9];
     headers.l4_offset = (fragment_offset == 0).then_some(offset + header_len);
-    headers.src = v4_mapped([ip[12], ip[13], ip[14], ip[15]]);
-    headers.dst = v4_mapped([ip[16], ip[17], ip[18], ip[19]]);
+    write_v4_mapped(&mut headers.src, [ip[12], ip[13], ip[14], ip[15]]);
+    write_v4_mapped(&mut headers.dst, [ip[16], ip[17], ip[18], ip[19]]);
     headers.hop_limit = ip[8];
     headers.fragment_id = (fragment_offset != 0 || more_fragments)
         .then_some(u32::from(u16::from_be_bytes([ip[4], ip[5]])));

@@ -2,7 +2,7 @@
 //! drop every packet to the pod (`fw_pol_to_pod`, on TC egress: the pod's ingress policy)
 //! and from it (`fw_pol_from_pod`, on TC ingress: the pod's egress policy).
 //!
-//! Per packet, in order:
+//! Per packet, in order (conntrack, step 6, is consulted first in fact: see there):
 //! 1. The interface's [`EndpointEntry`] (one hash lookup by ifindex). An interface that is
 //!    not an endpoint passes: it is not ours to judge.
 //! 2. Non-IP frames (ARP) pass. IPv6 neighbour discovery (ICMPv6 133-137 with hop limit
@@ -28,6 +28,10 @@
 //!    the packet without walking the rules, in both directions. Tracked: TCP, UDP, SCTP
 //!    (by ports), ICMP/ICMPv6 echo (by identifier), other protocols (by addresses). Other
 //!    ICMP messages (errors, timestamps) are not tracked: each is judged by the rules.
+//!    This lookup comes right after parsing, before the endpoint's: an entry's scope is
+//!    this interface and only this program makes entries, so a live one means an admitted
+//!    flow, and most packets cost one hash lookup, not two. (Packets that cannot be parsed,
+//!    non-IP frames and later fragments never reach it: steps 1-4 decide those.)
 //! 7. A new flow: no policy in this direction → allowed; otherwise the endpoint's table is
 //!    walked in order (bounded by [`MAX_RULES_PER_TABLE`]), first Allow or Deny wins, Log
 //!    rules emit an event and the walk goes on, and the table's default decides the rest.
@@ -38,6 +42,14 @@
 //! lookup (network members), then one array lookup for its set bitmap; a rule's set
 //! conditions are bit tests. Work per packet does not depend on set sizes or on how many
 //! endpoints exist, and grows with the rules walked only for a flow's first packet.
+//!
+//! The walk goes by blocks of 64 slots of the rules map: a block whose summary
+//! ([`RuleBlock`]: protocols no rule there matches, and per side the sets one of which
+//! every rule there needs) rules the packet out is skipped with a few word tests; in the
+//! others each rule's 16-byte [`RuleHead`] (protocol, one needed set per side, port hulls)
+//! is tested first and the full rule read only when the head admits the packet. Both are
+//! derived from the rules and only ever rule out what the rules would not match, so the
+//! first match, and the Log rules met on the way, are those of a rule-by-rule walk.
 
 use core::ffi::c_void;
 
@@ -56,14 +68,16 @@ use fedwall_common::{
     },
     net::{icmp_type, ip_proto},
     policy::{
-        ACTION_ALLOW, ACTION_DENY, ACTION_LOG, EVENT_DENY, EVENT_LOG, EVENT_NO_RULE, EndpointEntry,
-        FLOW_EVENTS_BYTES, FRAGMENT_TIMEOUT_NS, FlowEvent, FragmentKey, FragmentValue,
-        MAX_ENDPOINTS, MAX_FRAGMENTED_DATAGRAMS, MAX_PORT_RANGES_PER_SIDE, MAX_RULES,
+        ACTION_ALLOW, ACTION_DENY, ACTION_LOG, BlockSide, CLASS_NONE, EVENT_DENY, EVENT_LOG,
+        EVENT_NO_RULE, EndpointEntry, FLOW_EVENTS_BYTES, FRAGMENT_TIMEOUT_NS, FlowEvent,
+        FragmentKey, FragmentValue, HEAD_DST_PORTS, HEAD_DST_SET, HEAD_PROTOCOL, HEAD_SRC_PORTS,
+        HEAD_SRC_SET, MAX_ENDPOINTS, MAX_FRAGMENTED_DATAGRAMS, MAX_PORT_RANGES_PER_SIDE, MAX_RULES,
         MAX_RULES_PER_TABLE, MAX_SET_CLASSES, MAX_SET_HOSTS, MAX_SET_MATCHES_PER_SIDE,
-        MAX_SET_NETS, PacketCounter, PolicyDir, PortRangeEntry, RULE_ICMP_CODE, RULE_ICMP_TYPE,
-        RULE_NOT_ICMP_CODE, RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleEntry,
-        SET_MEMBER, SET_NOT_MEMBER, SetBitmap, SideConditions, VERDICT_ENTRIES, VerdictReason,
-        verdict_index,
+        MAX_SET_NETS, PacketCounter, PolicyDir, PortRangeEntry, RULE_BLOCK_SLOTS,
+        RULE_BLOCKS as RULE_BLOCKS_COUNT, RULE_ICMP_CODE, RULE_ICMP_TYPE, RULE_INDEXED,
+        RULE_NOT_ICMP_CODE, RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleBlock,
+        RuleEntry, RuleHead, SET_BITMAP_WORDS, SET_MEMBER, SET_NOT_MEMBER, SetBitmap,
+        SideConditions, VERDICT_ENTRIES, VerdictReason, verdict_index,
     },
 };
 
@@ -82,6 +96,10 @@ static IPSET_NETS: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_SET_NETS, 0);
 static IPSET_CLASSES: Array<SetBitmap> = Array::pinned(MAX_SET_CLASSES, 0);
 #[map(name = "fw_rules_v1")]
 static RULES: Array<RuleEntry> = Array::pinned(MAX_RULES, 0);
+#[map(name = "fw_rule_heads_v1")]
+static RULE_HEADS: Array<RuleHead> = Array::pinned(MAX_RULES, 0);
+#[map(name = "fw_rule_blocks_v1")]
+static RULE_BLOCKS: Array<RuleBlock> = Array::pinned(RULE_BLOCKS_COUNT, 0);
 #[map(name = "fw_rule_counters_v1")]
 static RULE_COUNTERS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(MAX_RULES, 0);
 #[map(name = "fw_verdicts_v1")]
@@ -126,18 +144,45 @@ pub fn fw_pol_from_pod(ctx: TcContext) -> i32 {
 pub struct Packet {
     /// The L3 facts, written by the parser.
     headers: IpHeaders,
-    /// TCP, UDP or SCTP with its header present.
-    has_ports: bool,
+    l4: L4Facts,
+    fragment: Fragment,
+}
+
+/// The L4 facts of a packet; aligned and 16 bytes long so that [`L4Facts::reset`] is two
+/// 8-byte stores.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct L4Facts {
     src_port: u16,
     dst_port: u16,
+    /// ICMP echo request or reply (`is_echo`): its identifier.
+    echo_id: u16,
+    /// TCP, UDP or SCTP with its header present.
+    has_ports: bool,
     /// ICMP in IPv4 or ICMPv6 in IPv6, with its header present.
     is_icmp: bool,
+    is_echo: bool,
     icmp_type: u8,
     icmp_code: u8,
-    /// ICMP echo request or reply: its identifier.
-    echo_id: Option<u16>,
     tcp_flags: u8,
-    fragment: Fragment,
+    _pad: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<L4Facts>() == 16);
+
+impl L4Facts {
+    /// Makes every fact false or zero with two 8-byte stores. Volatile, because LLVM merges
+    /// plain zero stores (or a struct copy of zeroes) into a memset, which the BPF backend
+    /// emits as a call to a byte-wise loop.
+    #[inline(always)]
+    fn reset(&mut self) {
+        let words = (self as *mut L4Facts).cast::<u64>();
+        // SAFETY: L4Facts is 16 bytes, 8-byte aligned, and all-zero is a valid value of it.
+        unsafe {
+            words.write_volatile(0);
+            words.add(1).write_volatile(0);
+        }
+    }
 }
 
 #[repr(C)]
@@ -170,10 +215,6 @@ struct EventMeta {
 fn enforce(ctx: &TcContext, dir: PolicyDir) -> i32 {
     // SAFETY: a TC program's context is the kernel's __sk_buff.
     let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
-    // SAFETY: the value is copied out at once; userspace replaces entries, never edits them.
-    let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
-        return finish(ctx, dir, VerdictReason::AllowUnknownInterface);
-    };
     parse::ensure_linear_headers(ctx);
     // The packet's facts live in a per-CPU scratch slot rather than on the stack: the
     // stack is small, and values read back from a map are the same for every parse path,
@@ -184,7 +225,21 @@ fn enforce(ctx: &TcContext, dir: PolicyDir) -> i32 {
     };
     // SAFETY: a per-CPU slot is only used by the CPU running this program, for this run.
     let packet = unsafe { &mut *packet };
-    match read_packet(ctx, packet) {
+    let read = read_packet(ctx, packet);
+    // Most packets belong to an admitted flow: conntrack alone decides them, before the
+    // endpoint lookup. Its entries are scoped by this interface, and only this program
+    // makes them, so a hit means the interface was a policed endpoint when the flow began.
+    let now = coarse_ns();
+    let later_fragment = matches!(packet.fragment, Fragment::Later(_));
+    if read == Read::Ip && !later_fragment && established(packet, ifindex, now) {
+        remember_first_fragment(packet, ifindex, now);
+        return finish(ctx, dir, VerdictReason::AllowEstablished);
+    }
+    // SAFETY: the value is copied out at once; userspace replaces entries, never edits them.
+    let Some(endpoint) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
+        return finish(ctx, dir, VerdictReason::AllowUnknownInterface);
+    };
+    match read {
         Read::NonIp => return finish(ctx, dir, VerdictReason::AllowNonIp),
         Read::CannotParse => {
             count_verdict(ctx, dir, VerdictReason::DenyCannotParse);
@@ -205,11 +260,6 @@ fn enforce(ctx: &TcContext, dir: PolicyDir) -> i32 {
             VerdictReason::DenyOrphanFragment
         };
         return decided(ctx, dir, packet, &endpoint, ifindex, reason, EVENT_NO_RULE);
-    }
-    let now = coarse_ns();
-    if established(packet, ifindex, now) {
-        remember_first_fragment(packet, ifindex, now);
-        return finish(ctx, dir, VerdictReason::AllowEstablished);
     }
     let (reason, rule_index, rule_slot) = if policed {
         walk_table(packet, &endpoint, dir, ifindex)
@@ -293,14 +343,7 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
         return Read::CannotParse;
     }
     let (family, protocol, l4_offset) = (headers.family, headers.protocol, headers.l4_offset);
-    packet.has_ports = false;
-    packet.src_port = 0;
-    packet.dst_port = 0;
-    packet.is_icmp = false;
-    packet.icmp_type = 0;
-    packet.icmp_code = 0;
-    packet.echo_id = None;
-    packet.tcp_flags = 0;
+    packet.l4.reset();
     packet.fragment = match (packet.headers.fragment_id, l4_offset) {
         (None, _) => Fragment::Whole,
         (Some(id), Some(_)) => Fragment::First(id),
@@ -319,23 +362,23 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
             let Ok(ports) = parse::read::<4>(ctx, l4) else {
                 return Read::CannotParse;
             };
-            packet.has_ports = true;
-            packet.src_port = u16::from_be_bytes([ports[0], ports[1]]);
-            packet.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+            packet.l4.has_ports = true;
+            packet.l4.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+            packet.l4.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
             if protocol == ip_proto::TCP {
                 let Ok(flags) = parse::read::<1>(ctx, l4 + 13) else {
                     return Read::CannotParse;
                 };
-                packet.tcp_flags = flags[0];
+                packet.l4.tcp_flags = flags[0];
             }
         }
         protocol if protocol == icmp_protocol => {
             let Ok(icmp) = parse::read::<8>(ctx, l4) else {
                 return Read::CannotParse;
             };
-            packet.is_icmp = true;
-            packet.icmp_type = icmp[0];
-            packet.icmp_code = icmp[1];
+            packet.l4.is_icmp = true;
+            packet.l4.icmp_type = icmp[0];
+            packet.l4.icmp_code = icmp[1];
             let echo = match family {
                 Family::V4 => matches!(
                     icmp[0],
@@ -347,7 +390,8 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
                 ),
             };
             if echo {
-                packet.echo_id = Some(u16::from_be_bytes([icmp[4], icmp[5]]));
+                packet.l4.is_echo = true;
+                packet.l4.echo_id = u16::from_be_bytes([icmp[4], icmp[5]]);
             }
         }
         _ => {}
@@ -357,10 +401,10 @@ fn read_packet(ctx: &TcContext, packet: &mut Packet) -> Read {
 
 #[inline(always)]
 fn is_neighbor_discovery(packet: &Packet) -> bool {
-    packet.is_icmp
+    packet.l4.is_icmp
         && packet.headers.protocol == ip_proto::ICMPV6
         && (icmp_type::V6_ROUTER_SOLICITATION..=icmp_type::V6_NEIGHBOR_ADVERTISEMENT + 1)
-            .contains(&packet.icmp_type)
+            .contains(&packet.l4.icmp_type)
         && packet.headers.hop_limit == 255
 }
 
@@ -386,25 +430,32 @@ fn first_fragment_passed(packet: &Packet, id: u32, ifindex: u32) -> bool {
     }
 }
 
-#[inline(never)]
+/// Records a passed first fragment (inline: most packets are whole, and pay one test).
+#[inline(always)]
 fn remember_first_fragment(packet: &Packet, ifindex: u32, now: u64) {
     if let Fragment::First(id) = packet.fragment {
-        let key = fragment_key(packet, id, ifindex);
-        // A full LRU evicts the oldest datagram; nothing to handle on failure: its later
-        // fragments are then dropped as orphans, which fails closed.
-        let _ = FRAGMENTS.insert(&key, &FragmentValue { first_seen_ns: now }, 0);
+        remember_fragmented(packet, id, ifindex, now);
     }
+}
+
+#[inline(never)]
+fn remember_fragmented(packet: &Packet, id: u32, ifindex: u32, now: u64) {
+    let key = fragment_key(packet, id, ifindex);
+    // A full LRU evicts the oldest datagram; nothing to handle on failure: its later
+    // fragments are then dropped as orphans, which fails closed.
+    let _ = FRAGMENTS.insert(&key, &FragmentValue { first_seen_ns: now }, 0);
 }
 
 /// The conntrack key of the packet's flow and whether the packet goes hi → lo; `None` for
 /// packets that are not tracked (ICMP other than echo).
 #[inline(always)]
 fn conntrack_key(packet: &Packet, ifindex: u32) -> Option<(ConntrackKey, bool)> {
-    let (src_port, dst_port) = if packet.has_ports {
-        (packet.src_port, packet.dst_port)
-    } else if packet.is_icmp {
-        let id = packet.echo_id?;
-        (id, id)
+    let (src_port, dst_port) = if packet.l4.has_ports {
+        (packet.l4.src_port, packet.l4.dst_port)
+    } else if packet.l4.is_echo {
+        (packet.l4.echo_id, packet.l4.echo_id)
+    } else if packet.l4.is_icmp {
+        return None;
     } else {
         (0, 0)
     };
@@ -430,12 +481,13 @@ fn established(packet: &Packet, ifindex: u32, now: u64) -> bool {
     // SAFETY: a map value pointer stays valid for the program's run; concurrent updates of
     // these plain fields race benignly (the worst case is a lost refresh).
     let entry = unsafe { &mut *entry };
-    if now.saturating_sub(entry.last_seen_ns) > timeout_ns(key.protocol, entry.tcp_state) {
+    let idle = now.saturating_sub(entry.last_seen_ns);
+    if idle > timeout_ns(key.protocol, entry.tcp_state) {
         return false;
     }
     let mut state = entry.tcp_state;
     if key.protocol == ip_proto::TCP {
-        let flags = packet.tcp_flags;
+        let flags = packet.l4.tcp_flags;
         let closed = state & TCP_RST != 0 || state & (TCP_FIN_LO | TCP_FIN_HI) != 0;
         if flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN && closed {
             // A new connection reusing the ports of a closed one: judge it afresh.
@@ -452,7 +504,7 @@ fn established(packet: &Packet, ifindex: u32, now: u64) -> bool {
             state |= TCP_RST;
         }
     }
-    if state != entry.tcp_state || now.saturating_sub(entry.last_seen_ns) >= CT_REFRESH_NS {
+    if state != entry.tcp_state || idle >= CT_REFRESH_NS {
         entry.tcp_state = state;
         entry.last_seen_ns = now;
     }
@@ -467,7 +519,7 @@ fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
     };
     let tcp_state = if key.protocol != ip_proto::TCP {
         0
-    } else if packet.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
+    } else if packet.l4.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN {
         TCP_SYN_SEEN
     } else {
         // Picked up mid-stream (the flow predates the entry, or the entry expired).
@@ -489,37 +541,53 @@ fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
     let _ = CONNTRACK.insert(&key, &value, 0);
 }
 
-/// The set bitmap of `addr`, or null when it is in no set.
+/// The set bitmap of `addr`: its class's, or the never-written (empty) bitmap of
+/// [`CLASS_NONE`] when it is in no set. `None` only if the classes map cannot be read.
 #[inline(always)]
-fn set_bitmap(addr: &[u8; 16]) -> *const SetBitmap {
+fn set_bitmap(addr: &[u8; 16]) -> Option<*const SetBitmap> {
     // SAFETY: the value is copied out at once.
     let class = match unsafe { IPSET_HOSTS.get(addr) } {
         Some(class) => *class,
         None => match IPSET_NETS.get(&Key::new(128, *addr)) {
             Some(class) => *class,
-            None => return core::ptr::null(),
+            None => CLASS_NONE,
         },
     };
-    IPSET_CLASSES.get_ptr(class).unwrap_or(core::ptr::null())
+    IPSET_CLASSES
+        .get_ptr(class)
+        .or_else(|| IPSET_CLASSES.get_ptr(CLASS_NONE))
 }
 
-/// What the rule walk shares with its per-rule callback (on the caller's stack).
+/// Rules whose heads one step of the walk looks at: fewer steps, fewer callback calls.
+const HEADS_PER_STEP: u32 = 8;
+
+/// What the rule walk shares with its callbacks (on the caller's stack).
 #[repr(C)]
 struct Walk {
     src_sets: *const SetBitmap,
     dst_sets: *const SetBitmap,
     packet: *const Packet,
+    /// [`SetBitmap::presence`] of the two bitmaps.
+    src_presence: u32,
+    dst_presence: u32,
     endpoint_id: u32,
     ifindex: u32,
     dir: u32,
     start: u32,
-    /// Out: the deciding action (0 while none), and the rule's index in the table.
+    len: u32,
+    /// The table indices of the block being walked: `from..to`.
+    from: u32,
+    to: u32,
+    /// Out: the deciding action (0 while none), the deciding entry's index in the table,
+    /// and the index flow events name (see [`event_index`]).
     action: u32,
     index: u32,
+    event_index: u32,
 }
 
 /// Walks the endpoint's table for `dir`: (reason, rule index in the table or
-/// EVENT_NO_RULE, rule slot or CT_NO_RULE).
+/// EVENT_NO_RULE, rule slot or CT_NO_RULE). Block by block: a block whose summary rules
+/// the packet out is skipped whole; in the others, rule heads first, then full rules.
 #[inline(never)]
 fn walk_table(
     packet: &Packet,
@@ -531,24 +599,40 @@ fn walk_table(
     if table.len > MAX_RULES_PER_TABLE || table.start.saturating_add(table.len) > MAX_RULES {
         return (VerdictReason::DenyBadTable, EVENT_NO_RULE, CT_NO_RULE);
     }
+    let (Some(src_sets), Some(dst_sets)) = (
+        set_bitmap(&packet.headers.src),
+        set_bitmap(&packet.headers.dst),
+    ) else {
+        return (VerdictReason::DenyBadTable, EVENT_NO_RULE, CT_NO_RULE);
+    };
+    // SAFETY: both point at map values, valid for the program's run.
+    let (src_presence, dst_presence) = unsafe { ((*src_sets).presence(), (*dst_sets).presence()) };
     let mut walk = Walk {
-        src_sets: set_bitmap(&packet.headers.src),
-        dst_sets: set_bitmap(&packet.headers.dst),
+        src_sets,
+        dst_sets,
         packet,
+        src_presence,
+        dst_presence,
         endpoint_id: endpoint.endpoint_id,
         ifindex,
         dir: dir as u32,
         start: table.start,
+        len: table.len,
+        from: 0,
+        to: 0,
         action: 0,
         index: EVENT_NO_RULE,
+        event_index: EVENT_NO_RULE,
     };
     if table.len > 0 {
+        let first = table.start / RULE_BLOCK_SLOTS;
+        let last = (table.start + table.len - 1) / RULE_BLOCK_SLOTS;
         // SAFETY: the callback is a BPF function taking (index, ctx) and `walk` outlives
         // the call.
         unsafe {
             bpf_loop(
-                table.len,
-                walk_rule as *mut c_void,
+                last - first + 1,
+                walk_block as *mut c_void,
                 (&mut walk as *mut Walk).cast(),
                 0,
             );
@@ -557,10 +641,10 @@ fn walk_table(
     match walk.action as u8 {
         ACTION_ALLOW => (
             VerdictReason::AllowRule,
-            walk.index,
+            walk.event_index,
             table.start + walk.index,
         ),
-        ACTION_DENY => (VerdictReason::DenyRule, walk.index, CT_NO_RULE),
+        ACTION_DENY => (VerdictReason::DenyRule, walk.event_index, CT_NO_RULE),
         0 if endpoint.flags & dir.default_allow_flag() != 0 => {
             (VerdictReason::AllowDefault, EVENT_NO_RULE, CT_NO_RULE)
         }
@@ -569,20 +653,115 @@ fn walk_table(
     }
 }
 
-/// One step of the rule walk: 0 to go on, 1 to stop.
+/// One block of the table: skipped when its summary rules the packet out, else walked
+/// [`HEADS_PER_STEP`] rules a step. 0 to go on, 1 to stop.
 #[inline(never)]
-extern "C" fn walk_rule(index: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn walk_block(step: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `Walk` walk_table gave it.
     let walk = unsafe { &mut *(ctx as *mut Walk) };
-    // SAFETY: as above, these point into walk_table's caller's stack frame.
-    let packet = unsafe { &*walk.packet };
-    let slot = walk.start.wrapping_add(index as u32);
-    let Some(rule) = RULES.get(slot) else {
+    let block = walk.start / RULE_BLOCK_SLOTS + step as u32;
+    let Some(summary) = RULE_BLOCKS.get(block) else {
         walk.action = u32::MAX;
         return 1;
     };
-    if !rule_matches(rule, packet, walk.src_sets, walk.dst_sets) {
+    // SAFETY: as in walk_step.
+    let (packet, src_sets, dst_sets) = unsafe { (&*walk.packet, &*walk.src_sets, &*walk.dst_sets) };
+    if summary.excludes_protocol(packet.headers.protocol)
+        || side_rules_out(&summary.source, src_sets, walk.src_presence)
+        || side_rules_out(&summary.destination, dst_sets, walk.dst_presence)
+    {
         return 0;
+    }
+    let first_slot = block * RULE_BLOCK_SLOTS;
+    walk.from = first_slot.max(walk.start) - walk.start;
+    walk.to = (first_slot + RULE_BLOCK_SLOTS).min(walk.start + walk.len) - walk.start;
+    // SAFETY: as in walk_table.
+    unsafe {
+        bpf_loop(
+            (walk.to - walk.from).div_ceil(HEADS_PER_STEP),
+            walk_step as *mut c_void,
+            ctx,
+            0,
+        );
+    }
+    i64::from(walk.action != 0)
+}
+
+/// Whether no rule of a block can match an address with these sets on this side.
+#[inline(always)]
+fn side_rules_out(side: &BlockSide, sets: &SetBitmap, presence: u32) -> bool {
+    if side.filtered == 0 {
+        return false;
+    }
+    let common = side.presence & presence;
+    if common == 0 {
+        return true;
+    }
+    for w in 0..SET_BITMAP_WORDS {
+        if common >> w & 1 != 0 && side.words[w] & sets.words[w] != 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// One step of a block's walk, over its next [`HEADS_PER_STEP`] rules: their heads first,
+/// the full rule only when its head admits the packet. 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn walk_step(step: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Walk` walk_table gave it.
+    let walk = unsafe { &mut *(ctx as *mut Walk) };
+    // SAFETY: as above, these point into walk_table's caller's stack frame and at map
+    // values, which stay valid for the program's run.
+    let (packet, src_sets, dst_sets) = unsafe { (&*walk.packet, &*walk.src_sets, &*walk.dst_sets) };
+    let first = walk
+        .from
+        .wrapping_add((step as u32).wrapping_mul(HEADS_PER_STEP));
+    for offset in 0..HEADS_PER_STEP {
+        let index = first + offset;
+        if index >= walk.to {
+            return 1;
+        }
+        let Some(head) = RULE_HEADS.get(walk.start.wrapping_add(index)) else {
+            walk.action = u32::MAX;
+            return 1;
+        };
+        if head_admits(head, packet, src_sets, dst_sets) && walk_rule(walk, index) {
+            return 1;
+        }
+    }
+    0
+}
+
+#[inline(always)]
+fn head_admits(head: &RuleHead, packet: &Packet, src: &SetBitmap, dst: &SetBitmap) -> bool {
+    let flags = head.flags;
+    let in_set = |sets: &SetBitmap, word: u8, bit: u8| {
+        sets.words[usize::from(word) % SET_BITMAP_WORDS] >> (bit % 64) & 1 != 0
+    };
+    let in_hull = |hull: &PortRangeEntry, port: u16| {
+        packet.l4.has_ports && hull.first <= port && port <= hull.last
+    };
+    !(flags & HEAD_PROTOCOL != 0 && head.protocol != packet.headers.protocol
+        || flags & HEAD_SRC_SET != 0 && !in_set(src, head.src_word, head.src_bit)
+        || flags & HEAD_DST_SET != 0 && !in_set(dst, head.dst_word, head.dst_bit)
+        || flags & HEAD_SRC_PORTS != 0 && !in_hull(&head.src_ports, packet.l4.src_port)
+        || flags & HEAD_DST_PORTS != 0 && !in_hull(&head.dst_ports, packet.l4.dst_port))
+}
+
+/// Checks rule `index` of the walk's table in full; counts it and logs or decides when it
+/// matches. Whether the walk stops.
+#[inline(never)]
+fn walk_rule(walk: &mut Walk, index: u32) -> bool {
+    // SAFETY: as in walk_step.
+    let (packet, src_sets, dst_sets) = unsafe { (&*walk.packet, &*walk.src_sets, &*walk.dst_sets) };
+    let slot = walk.start.wrapping_add(index);
+    let Some(rule) = RULES.get(slot) else {
+        walk.action = u32::MAX;
+        return true;
+    };
+    if !rule_matches(rule, packet, src_sets, dst_sets) {
+        return false;
     }
     add_to(&RULE_COUNTERS, slot, 0);
     match rule.action {
@@ -590,19 +769,31 @@ extern "C" fn walk_rule(index: u64, ctx: *mut c_void) -> i64 {
             let meta = EventMeta {
                 endpoint_id: walk.endpoint_id,
                 ifindex: walk.ifindex,
-                rule_index: index as u32,
+                rule_index: event_index(rule, index),
                 reason: VerdictReason::AllowRule,
                 dir: walk.dir as u8,
                 kind: EVENT_LOG,
             };
             emit_event(packet, &meta);
-            0
+            false
         }
         action => {
             walk.action = u32::from(action);
-            walk.index = index as u32;
-            1
+            walk.index = index;
+            walk.event_index = event_index(rule, index);
+            true
         }
+    }
+}
+
+/// The rule index flow events name for entry `index` of a table: the rule's own index
+/// when userspace wrote it (a rule may take several entries), else the entry's.
+#[inline(always)]
+fn event_index(rule: &RuleEntry, index: u32) -> u32 {
+    if rule.flags & RULE_INDEXED != 0 {
+        u32::from(rule.rule_index)
+    } else {
+        index
     }
 }
 
@@ -610,8 +801,8 @@ extern "C" fn walk_rule(index: u64, ctx: *mut c_void) -> i64 {
 fn rule_matches(
     rule: &RuleEntry,
     packet: &Packet,
-    src_sets: *const SetBitmap,
-    dst_sets: *const SetBitmap,
+    src_sets: &SetBitmap,
+    dst_sets: &SetBitmap,
 ) -> bool {
     let flags = rule.flags;
     if flags & RULE_PROTOCOL != 0 && rule.protocol != packet.headers.protocol {
@@ -621,37 +812,40 @@ fn rule_matches(
         return false;
     }
     if flags & RULE_ICMP_TYPE != 0
-        && !(packet.is_icmp
-            && packet.icmp_type == rule.icmp_type
-            && (flags & RULE_ICMP_CODE == 0 || packet.icmp_code == rule.icmp_code))
+        && !(packet.l4.is_icmp
+            && packet.l4.icmp_type == rule.icmp_type
+            && (flags & RULE_ICMP_CODE == 0 || packet.l4.icmp_code == rule.icmp_code))
     {
         return false;
     }
     if flags & RULE_NOT_ICMP_TYPE != 0
-        && packet.is_icmp
-        && packet.icmp_type == rule.not_icmp_type
-        && (flags & RULE_NOT_ICMP_CODE == 0 || packet.icmp_code == rule.not_icmp_code)
+        && packet.l4.is_icmp
+        && packet.l4.icmp_type == rule.not_icmp_type
+        && (flags & RULE_NOT_ICMP_CODE == 0 || packet.l4.icmp_code == rule.not_icmp_code)
     {
         return false;
     }
-    side_matches(&rule.source, src_sets, packet.has_ports, packet.src_port)
-        && side_matches(
-            &rule.destination,
-            dst_sets,
-            packet.has_ports,
-            packet.dst_port,
-        )
+    side_matches(
+        &rule.source,
+        src_sets,
+        packet.l4.has_ports,
+        packet.l4.src_port,
+    ) && side_matches(
+        &rule.destination,
+        dst_sets,
+        packet.l4.has_ports,
+        packet.l4.dst_port,
+    )
 }
 
 #[inline(always)]
-fn side_matches(side: &SideConditions, sets: *const SetBitmap, has_ports: bool, port: u16) -> bool {
+fn side_matches(side: &SideConditions, sets: &SetBitmap, has_ports: bool, port: u16) -> bool {
     for i in 0..MAX_SET_MATCHES_PER_SIDE {
         if i >= side.set_count as usize {
             break;
         }
         let condition = side.sets[i];
-        // SAFETY: a non-null pointer came from a lookup in the classes array.
-        let member = !sets.is_null() && unsafe { (*sets).contains(condition.slot) };
+        let member = sets.contains(condition.slot);
         let holds = match condition.kind {
             SET_MEMBER => member,
             SET_NOT_MEMBER => !member,
@@ -694,10 +888,13 @@ fn emit_event(packet: &Packet, meta: &EventMeta) {
         // A full ring buffer loses the event, never the verdict.
         return;
     };
-    let (src_port, dst_port) = if packet.has_ports {
-        (packet.src_port, packet.dst_port)
-    } else if packet.is_icmp {
-        (u16::from(packet.icmp_type), u16::from(packet.icmp_code))
+    let (src_port, dst_port) = if packet.l4.has_ports {
+        (packet.l4.src_port, packet.l4.dst_port)
+    } else if packet.l4.is_icmp {
+        (
+            u16::from(packet.l4.icmp_type),
+            u16::from(packet.l4.icmp_code),
+        )
     } else {
         (0, 0)
     };

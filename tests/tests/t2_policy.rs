@@ -1,16 +1,25 @@
 //! T2: the policy programs on a real veth between a "node" namespace and a "pod" namespace,
-//! held by a separate process (`fedwall-hold`, standing in for the agent). Real pings, TCP
-//! and UDP are allowed and denied as the pod's policy says, replies pass, and after a
-//! kill -9 of the holder both enforcement and an open TCP connection survive while a new
-//! holder adopts the pins.
+//! held by a separate process (`fedwall-hold`, standing in for the agent) or by the test
+//! itself. Real pings, TCP and UDP, over IPv4 and IPv6, are allowed and denied as the
+//! pod's policy says, replies pass, a rule change decides new flows while an open
+//! connection goes on, and after a kill -9 of the holder both enforcement and an open TCP
+//! connection survive while a new holder adopts the pins.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use fedwall::dataplane::{
+    Dataplane as _, Delta, EndpointName, KernelDataplane, PortRange, RuleAction, RuleTable,
+    StaticInterfaces, Verdict,
+};
+use fedwall_common::net::ip_proto;
 use fedwall_tests::{
     bpffs::Bpffs,
     netns::{NetNs, PodOnNode, pod_on_node},
+    policy::{endpoint, rule},
     require_root,
 };
 
@@ -19,6 +28,7 @@ const POD_V6: &str = "2001:db8::2";
 const NODE_V4: &str = "192.0.2.1";
 const ALLOWED_PORT: &str = "5000";
 const DENIED_PORT: &str = "5001";
+const UDP_PORT: &str = "6000";
 
 /// Starts `fedwall-hold` in the node namespace and waits for it to say `ready`.
 fn hold(node: &NetNs, bpffs: &Bpffs, ifindex: u32) -> Child {
@@ -93,6 +103,37 @@ fn connects(client: &NetNs, server_ns: &NetNs, addr: &str, port: &str) -> bool {
     ok
 }
 
+/// A TCP connection from the node to the pod's allowed port (IPv4), sending 1 KiB every
+/// 20 ms for 3 s.
+struct Stream {
+    server: Child,
+    client: Child,
+}
+
+impl Stream {
+    /// Opens the connection and lets it run for half a second.
+    fn start(node: &NetNs, pod: &NetNs) -> Stream {
+        let server = tcp_server(pod, POD_V4, ALLOWED_PORT);
+        let client = tcp_client(node, POD_V4, ALLOWED_PORT, 3.0);
+        std::thread::sleep(Duration::from_millis(500));
+        Stream { server, client }
+    }
+
+    /// Waits for its end; panics unless the whole exchange worked, across `event`.
+    fn finish(mut self, event: &str) {
+        assert!(
+            self.client.wait().expect("client").success(),
+            "the TCP connection broke across {event}"
+        );
+        let received = self.server.wait_with_output().expect("server");
+        let bytes: u64 = String::from_utf8_lossy(&received.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        assert!(bytes > 50 * 1024, "only {bytes} bytes crossed {event}");
+    }
+}
+
 fn pings(from: &NetNs, to: &str) -> bool {
     Command::new("ip")
         .args([
@@ -114,12 +155,14 @@ fn pings(from: &NetNs, to: &str) -> bool {
         .success()
 }
 
-fn udp_delivered(from: &NetNs, to_ns: &NetNs, addr: &str) -> bool {
+/// Whether one UDP datagram from `from` reaches a receiver on `addr:port` in `to_ns`.
+fn udp_delivered(from: &NetNs, to_ns: &NetNs, addr: &str, port: &str) -> bool {
+    let family = format!("socket.AF_INET6 if ':' in '{addr}' else socket.AF_INET");
     let receiver = Command::new("ip")
         .args(["netns", "exec", to_ns.name(), "python3", "-c"])
         .arg(format!(
-            "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-             s.bind(('{addr}', 6000)); s.settimeout(1.5)\n\
+            "import socket\ns=socket.socket({family}, socket.SOCK_DGRAM)\n\
+             s.bind(('{addr}', {port})); s.settimeout(1.5)\n\
              try:\n  s.recv(100); print('got')\nexcept Exception: print('none')\n"
         ))
         .stdout(Stdio::piped())
@@ -130,8 +173,8 @@ fn udp_delivered(from: &NetNs, to_ns: &NetNs, addr: &str) -> bool {
         "python3",
         "-c",
         &format!(
-            "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-             s.sendto(b'hi', ('{addr}', 6000))\n"
+            "import socket\ns=socket.socket({family}, socket.SOCK_DGRAM)\n\
+             s.sendto(b'hi', ('{addr}', {port}))\n"
         ),
     ]);
     let output = receiver.wait_with_output().expect("udp receiver");
@@ -157,36 +200,139 @@ fn traffic_follows_the_policy_and_survives_a_kill_9_of_the_holder() {
         !connects(&node, &pod, POD_V4, DENIED_PORT),
         "TCP to another port"
     );
-    assert!(!udp_delivered(&node, &pod, POD_V4), "UDP is not allowed in");
+    assert!(
+        !udp_delivered(&node, &pod, POD_V4, UDP_PORT),
+        "UDP is not allowed in"
+    );
     // Egress policy denies everything the pod opens; replies above passed on conntrack.
     assert!(!pings(&pod, NODE_V4), "the pod may not open flows");
 
     // A connection streams while the holder is killed and a new one adopts the pins.
-    let server = tcp_server(&pod, POD_V4, ALLOWED_PORT);
-    let mut client = tcp_client(&node, POD_V4, ALLOWED_PORT, 3.0);
-    std::thread::sleep(Duration::from_millis(500));
+    let stream = Stream::start(&node, &pod);
     kill_9(first);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!pings(&pod, NODE_V4), "enforcement goes on with no holder");
     assert!(
-        !udp_delivered(&node, &pod, POD_V4),
+        !udp_delivered(&node, &pod, POD_V4, UDP_PORT),
         "still no UDP with no holder"
     );
     let second = hold(&node, &bpffs, ifindex);
     assert!(!pings(&pod, NODE_V4), "enforcement goes on after adoption");
-    assert!(
-        client.wait().expect("client").success(),
-        "the TCP connection broke across the restart"
-    );
-    let received = server.wait_with_output().expect("server");
-    let bytes: u64 = String::from_utf8_lossy(&received.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    assert!(bytes > 50 * 1024, "only {bytes} bytes crossed the restart");
+    stream.finish("the restart");
     assert!(
         pings(&node, POD_V4),
         "policy still allows ping after adoption"
     );
     kill_9(second);
+}
+
+/// The pod's endpoint when the test itself holds the dataplane.
+const POD: &str = "node/k8s/default.pod/eth0";
+
+/// A dataplane held by the test, for the node's `veth-pod`.
+fn own_dataplane(node: &NetNs, bpffs: &Bpffs) -> KernelDataplane {
+    let ifindex = node.ifindex("veth-pod");
+    let interfaces = StaticInterfaces(BTreeMap::from([(EndpointName(POD.to_owned()), ifindex)]));
+    KernelDataplane::open(&bpffs.pin_root(), interfaces).expect("open dataplane")
+}
+
+/// An ingress table allowing `protocol` to each of `ports`; the rest is denied.
+fn allowing(protocol: u8, ports: &[&str]) -> RuleTable {
+    let rules = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let mut r = rule(&format!("t2/ingress/{i}"), RuleAction::Allow);
+            r.protocol = Some(protocol);
+            r.destination.ports = vec![PortRange::single(port.parse().expect("port"))];
+            r
+        })
+        .collect();
+    RuleTable {
+        rules,
+        default: Verdict::Deny,
+    }
+}
+
+/// Gives the pod this ingress table (attaching, the first time, from the node's namespace).
+fn set_ingress(node: &NetNs, dataplane: &mut KernelDataplane, table: RuleTable) {
+    node.enter(|| {
+        dataplane
+            .apply(&Delta::EndpointSet(endpoint(POD, Some(table), None)))
+            .expect("apply the pod's policy");
+    });
+}
+
+#[test]
+fn udp_and_ipv6_tcp_follow_the_policy() {
+    require_root!();
+    let bpffs = Bpffs::mount();
+    let PodOnNode { node, pod } = pod_on_node();
+    let mut dataplane = own_dataplane(&node, &bpffs);
+    let mut table = allowing(ip_proto::UDP, &[UDP_PORT]);
+    table
+        .rules
+        .extend(allowing(ip_proto::TCP, &[ALLOWED_PORT]).rules);
+    set_ingress(&node, &mut dataplane, table);
+
+    for addr in [POD_V4, POD_V6] {
+        assert!(
+            udp_delivered(&node, &pod, addr, UDP_PORT),
+            "UDP to the allowed port ({addr})"
+        );
+        assert!(
+            !udp_delivered(&node, &pod, addr, "6001"),
+            "UDP to another port ({addr})"
+        );
+    }
+    assert!(
+        connects(&node, &pod, POD_V6, ALLOWED_PORT),
+        "IPv6 TCP to the allowed port"
+    );
+    assert!(
+        !connects(&node, &pod, POD_V6, DENIED_PORT),
+        "IPv6 TCP to another port"
+    );
+    assert!(
+        !udp_delivered(&node, &pod, POD_V6, ALLOWED_PORT),
+        "UDP to the TCP port"
+    );
+}
+
+#[test]
+fn a_rule_change_decides_new_flows_while_an_open_connection_goes_on() {
+    require_root!();
+    let bpffs = Bpffs::mount();
+    let PodOnNode { node, pod } = pod_on_node();
+    let mut dataplane = own_dataplane(&node, &bpffs);
+    set_ingress(
+        &node,
+        &mut dataplane,
+        allowing(ip_proto::TCP, &[ALLOWED_PORT]),
+    );
+    assert!(
+        connects(&node, &pod, POD_V6, ALLOWED_PORT),
+        "allowed before the change"
+    );
+    assert!(
+        !connects(&node, &pod, POD_V4, DENIED_PORT),
+        "denied before the change"
+    );
+
+    // A connection streams across the change, which swaps the allowed port.
+    let stream = Stream::start(&node, &pod);
+    set_ingress(
+        &node,
+        &mut dataplane,
+        allowing(ip_proto::TCP, &[DENIED_PORT]),
+    );
+    assert!(
+        !connects(&node, &pod, POD_V6, ALLOWED_PORT),
+        "a new flow to the old port is judged by the new rules"
+    );
+    assert!(
+        connects(&node, &pod, POD_V4, DENIED_PORT),
+        "a new flow to the new port is allowed"
+    );
+    stream.finish("the rule change");
 }

@@ -115,12 +115,12 @@ fn compile_rule(
     if !own_rule.ports.is_empty() && own_ports.is_empty() {
         return; // every port it names is unknown on this endpoint: it never matches
     }
-    own.ports = coalesce(own_ports);
-    own.not_ports = coalesce(resolve_own(endpoint, protocol, &own_rule.not_ports));
+    own.ports = PortRange::coalesce(own_ports);
+    own.not_ports = PortRange::coalesce(resolve_own(endpoint, protocol, &own_rule.not_ports));
     // The peer's side: numeric ports as they are; each named port becomes one rule per
     // port number some endpoint gives that name, restricted to those endpoints.
-    peer.not_ports = coalesce(numeric(&peer_rule.not_ports));
-    let numeric_ports = coalesce(numeric(&peer_rule.ports));
+    peer.not_ports = PortRange::coalesce(numeric(&peer_rule.not_ports));
+    let numeric_ports = PortRange::coalesce(numeric(&peer_rule.ports));
     let named: Vec<&str> = peer_rule
         .ports
         .iter()
@@ -211,22 +211,6 @@ fn side_sets(calc: &mut Calc, side: &RuleSide, compiled: &mut Compiled) -> SideM
     }
 }
 
-/// The same ports as sorted, disjoint, non-adjacent ranges: fewer to check per packet, and
-/// further from the kernel's per-rule limit on ranges.
-fn coalesce(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
-    ranges.sort_unstable();
-    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        match out.last_mut() {
-            Some(last) if u32::from(range.first) <= u32::from(last.last) + 1 => {
-                last.last = last.last.max(range.last);
-            }
-            _ => out.push(range),
-        }
-    }
-    out
-}
-
 fn numeric(ports: &[Port]) -> Vec<PortRange> {
     ports
         .iter()
@@ -251,26 +235,4 @@ fn resolve_own(endpoint: &Endpoint, protocol: u8, ports: &[Port]) -> Vec<PortRan
                 .collect(),
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::coalesce;
-    use crate::dataplane::PortRange;
-
-    #[test]
-    fn port_ranges_coalesce_into_sorted_disjoint_ranges() {
-        let r = |first, last| PortRange { first, last };
-        assert_eq!(
-            coalesce(vec![
-                r(90, 95),
-                r(80, 80),
-                r(81, 85),
-                r(84, 88),
-                r(65535, 65535),
-                r(0, 0)
-            ]),
-            [r(0, 0), r(80, 88), r(90, 95), r(65535, 65535)]
-        );
-    }
 }

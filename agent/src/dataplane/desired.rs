@@ -83,6 +83,22 @@ impl PortRange {
     pub const fn contains(self, port: u16) -> bool {
         self.first <= port && port <= self.last
     }
+
+    /// The same ports as sorted, disjoint, non-adjacent ranges: fewer to check per packet,
+    /// further from the kernel's per-rule limit on ranges, and each port in one range only.
+    pub fn coalesce(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+        ranges.sort_unstable();
+        let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            match out.last_mut() {
+                Some(last) if u32::from(range.first) <= u32::from(last.last) + 1 => {
+                    last.last = last.last.max(range.last);
+                }
+                _ => out.push(range),
+            }
+        }
+        out
+    }
 }
 
 /// A condition on one address of the packet: it is (or is not) in an IP set.
@@ -207,4 +223,25 @@ pub enum Delta {
     PoolDeleted {
         cidr: IpNet,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PortRange;
+
+    #[test]
+    fn port_ranges_coalesce_into_sorted_disjoint_ranges() {
+        let r = |first, last| PortRange { first, last };
+        assert_eq!(
+            PortRange::coalesce(vec![
+                r(90, 95),
+                r(80, 80),
+                r(81, 85),
+                r(84, 88),
+                r(65535, 65535),
+                r(0, 0)
+            ]),
+            [r(0, 0), r(80, 88), r(90, 95), r(65535, 65535)]
+        );
+    }
 }

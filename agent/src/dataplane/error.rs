@@ -73,8 +73,9 @@ pub enum DataplaneError {
     #[error("{set} already exists: calc and the dataplane disagree (this is a bug in fedwall)")]
     DuplicateIpSet { set: crate::dataplane::IpSetId },
     #[error(
-        "endpoint {endpoint}: its {direction} rule table has {rules} rules, over the limit of \
-         {limit} in map {map}; the endpoint keeps its previous table"
+        "endpoint {endpoint}: its {direction} rule table takes {rules} entries (a rule takes \
+         one per 8 port ranges of a side), over the limit of {limit} in map {map}; the endpoint \
+         keeps its previous table"
     )]
     TableTooLarge {
         endpoint: crate::dataplane::EndpointName,

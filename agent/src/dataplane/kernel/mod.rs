@@ -9,6 +9,7 @@
 //! [`sync_complete`](Dataplane::sync_complete) whatever was adopted and not replayed goes,
 //! and so do pins of older layout versions.
 
+mod blocks;
 mod interfaces;
 pub mod ipsets;
 pub mod tables;
@@ -25,8 +26,8 @@ use fedwall_common::conntrack::CONNTRACK_MAP;
 use fedwall_common::policy::{
     ENDPOINTS_MAP, EndpointEntry, FLOW_EVENTS_MAP, FRAGMENTS_MAP, FlowEvent, IPSET_CLASSES_MAP,
     IPSET_HOSTS_MAP, IPSET_NETS_MAP, MAX_ENDPOINTS, MAX_RULES, MAX_RULES_PER_TABLE, PacketCounter,
-    PolicyDir, RULE_COUNTERS_MAP, RULES_MAP, RuleEntry, SetBitmap, TableRef, VERDICTS_MAP,
-    VerdictReason, verdict_index,
+    PolicyDir, RULE_BLOCKS_MAP, RULE_COUNTERS_MAP, RULE_HEADS_MAP, RULES_MAP, RuleEntry, SetBitmap,
+    TableRef, VERDICTS_MAP, VerdictReason, verdict_index,
 };
 use fedwall_common::stats::PROTO_STATS_MAP;
 
@@ -42,13 +43,15 @@ use super::{
 };
 
 /// Every map name of the current layout; other `fw_*` pins are stale.
-const CURRENT_MAPS: [&str; 11] = [
+const CURRENT_MAPS: [&str; 13] = [
     PROTO_STATS_MAP,
     ENDPOINTS_MAP,
     IPSET_HOSTS_MAP,
     IPSET_NETS_MAP,
     IPSET_CLASSES_MAP,
     RULES_MAP,
+    RULE_HEADS_MAP,
+    RULE_BLOCKS_MAP,
     RULE_COUNTERS_MAP,
     VERDICTS_MAP,
     FLOW_EVENTS_MAP,
@@ -162,6 +165,7 @@ pub struct KernelDataplane {
     resolver: Box<dyn InterfaceResolver + Send>,
     sets: SetIndex,
     ranges: RangeAllocator,
+    blocks: blocks::BlockIndex,
     endpoints: BTreeMap<EndpointName, Installed>,
     /// Endpoints whose interface is not there (yet), with the reason; installed as soon as
     /// [`KernelDataplane::refresh_interfaces`] finds it.
@@ -199,6 +203,7 @@ impl KernelDataplane {
             resolver: Box::new(resolver),
             sets: SetIndex::default(),
             ranges: RangeAllocator::default(),
+            blocks: blocks::BlockIndex::default(),
             endpoints: BTreeMap::new(),
             waiting: BTreeMap::new(),
             adopted: HashMap::new(),
@@ -232,33 +237,61 @@ impl KernelDataplane {
         self.endpoints.get(endpoint).map(|e| e.ifindex)
     }
 
-    /// The slot in the rules map of rule `index` of an endpoint's table.
+    /// The first slot in the rules map of rule `index` of an endpoint's table.
     pub fn rule_slot(
         &self,
         endpoint: &EndpointName,
         direction: PolicyDirection,
         index: usize,
     ) -> Option<u32> {
-        let installed = self.endpoints.get(endpoint)?;
-        let table = installed.entry.tables[dir_of(direction) as usize];
-        (index < table.len as usize).then_some(table.start + index as u32)
+        self.rule_slots(endpoint, direction, index)
+            .ok()?
+            .first()
+            .copied()
     }
 
-    /// Packets that matched one rule of an endpoint's table, summed over CPUs.
+    /// The slots in the rules map of rule `index` of an endpoint's table: one, or several
+    /// for a rule split by its port ranges (see [`tables::encode`]).
+    fn rule_slots(
+        &self,
+        endpoint: &EndpointName,
+        direction: PolicyDirection,
+        index: usize,
+    ) -> Result<Vec<u32>, DataplaneError> {
+        let Some(installed) = self.endpoints.get(endpoint) else {
+            return Ok(Vec::new());
+        };
+        let table = installed.entry.tables[dir_of(direction) as usize];
+        let rules =
+            Array::<_, RuleEntry>::try_from(self.map(RULES_MAP)?).map_err(map_err(RULES_MAP))?;
+        let mut slots = Vec::new();
+        for slot in table.start..table.start + table.len {
+            let rule = rules.get(&slot, 0).map_err(map_err(RULES_MAP))?;
+            if tables::rule_index(&rule, slot - table.start) == index {
+                slots.push(slot);
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Packets that matched one rule of an endpoint's table, summed over CPUs (and over
+    /// the entries of a rule split by its port ranges).
     pub fn rule_counter(
         &self,
         endpoint: &EndpointName,
         direction: PolicyDirection,
         index: usize,
     ) -> Result<PacketCounter, DataplaneError> {
-        let Some(slot) = self.rule_slot(endpoint, direction, index) else {
-            return Ok(PacketCounter::default());
-        };
         let map = self.map(RULE_COUNTERS_MAP)?;
         let array =
             PerCpuArray::<_, PacketCounter>::try_from(map).map_err(map_err(RULE_COUNTERS_MAP))?;
-        let values = array.get(&slot, 0).map_err(map_err(RULE_COUNTERS_MAP))?;
-        Ok(sum(&values))
+        let mut total = PacketCounter::default();
+        for slot in self.rule_slots(endpoint, direction, index)? {
+            let values = sum(&array.get(&slot, 0).map_err(map_err(RULE_COUNTERS_MAP))?);
+            total.packets += values.packets;
+            total.bytes += values.bytes;
+        }
+        Ok(total)
     }
 
     /// Makes `uplinks` the interfaces NAT-outgoing runs on (see [`Uplink::default_routes`]
@@ -445,43 +478,52 @@ impl KernelDataplane {
         Ok(())
     }
 
-    /// Encodes an endpoint's table for one direction.
+    /// Encodes an endpoint's table for one direction (a rule may take several entries).
     fn encode_table(
         &self,
         endpoint: &LocalEndpoint,
         direction: PolicyDirection,
         table: &RuleTable,
     ) -> Result<Vec<RuleEntry>, DataplaneError> {
+        let too_large = |rules| DataplaneError::TableTooLarge {
+            endpoint: endpoint.name.clone(),
+            direction: direction.name(),
+            map: RULES_MAP,
+            rules,
+            limit: MAX_RULES_PER_TABLE as usize,
+        };
         if table.rules.len() > MAX_RULES_PER_TABLE as usize {
-            return Err(DataplaneError::TableTooLarge {
-                endpoint: endpoint.name.clone(),
-                direction: direction.name(),
-                map: RULES_MAP,
-                rules: table.rules.len(),
-                limit: MAX_RULES_PER_TABLE as usize,
-            });
+            return Err(too_large(table.rules.len()));
         }
-        table
-            .rules
-            .iter()
-            .map(|rule| {
-                tables::encode(rule, |set| self.sets.slot(set)).map_err(|error| match error {
-                    EncodeError::UnknownSet(set) => DataplaneError::UnknownIpSet {
-                        delta: "an endpoint's rule table",
-                        set,
-                    },
-                    EncodeError::TooMany { what, count, limit } => DataplaneError::RuleTooComplex {
-                        endpoint: endpoint.name.clone(),
-                        direction: direction.name(),
-                        rule: rule.origin.clone(),
-                        what,
-                        count,
-                        limit,
-                        map: RULES_MAP,
-                    },
-                })
-            })
-            .collect()
+        let mut entries = Vec::with_capacity(table.rules.len());
+        for (index, rule) in table.rules.iter().enumerate() {
+            // The table holds at most MAX_RULES_PER_TABLE (4,096) rules.
+            let encoded =
+                tables::encode(rule, index as u16, |set| self.sets.slot(set)).map_err(|error| {
+                    match error {
+                        EncodeError::UnknownSet(set) => DataplaneError::UnknownIpSet {
+                            delta: "an endpoint's rule table",
+                            set,
+                        },
+                        EncodeError::TooMany { what, count, limit } => {
+                            DataplaneError::RuleTooComplex {
+                                endpoint: endpoint.name.clone(),
+                                direction: direction.name(),
+                                rule: rule.origin.clone(),
+                                what,
+                                count,
+                                limit,
+                                map: RULES_MAP,
+                            }
+                        }
+                    }
+                })?;
+            entries.extend(encoded);
+        }
+        if entries.len() > MAX_RULES_PER_TABLE as usize {
+            return Err(too_large(entries.len()));
+        }
+        Ok(entries)
     }
 
     /// Writes rules to a fresh range and zeroes their counters; nothing points at the range yet.
@@ -518,6 +560,7 @@ impl KernelDataplane {
                 .set(slot, zero()?, 0)
                 .map_err(map_err(RULE_COUNTERS_MAP))?;
         }
+        self.write_heads_and_blocks(table, rules)?;
         Ok(table)
     }
 

@@ -1,15 +1,16 @@
 //! Rule tables as the kernel walks them: each [`Rule`] encoded as a fixed-size
-//! [`RuleEntry`] naming set slots, and the allocator of contiguous ranges of the rules map
-//! that tables live in (a replaced table's range is reused only after a delay, so a
+//! [`RuleEntry`] naming set slots (or several consecutive ones, when a side lists more
+//! port ranges than an entry holds), and the allocator of contiguous ranges of the rules
+//! map that tables live in (a replaced table's range is reused only after a delay, so a
 //! packet still walking it never reads another table's rules).
 
 use std::time::Instant;
 
 use fedwall_common::policy::{
     ACTION_ALLOW, ACTION_DENY, ACTION_LOG, MAX_PORT_RANGES_PER_SIDE, MAX_RULES,
-    MAX_SET_MATCHES_PER_SIDE, PortRangeEntry, RULE_ICMP_CODE, RULE_ICMP_TYPE, RULE_NOT_ICMP_CODE,
-    RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleEntry, SET_MEMBER, SET_NOT_MEMBER,
-    SetCondition, SideConditions, TableRef,
+    MAX_SET_MATCHES_PER_SIDE, PortRangeEntry, RULE_ICMP_CODE, RULE_ICMP_TYPE, RULE_INDEXED,
+    RULE_NOT_ICMP_CODE, RULE_NOT_ICMP_TYPE, RULE_NOT_PROTOCOL, RULE_PROTOCOL, RuleEntry,
+    SET_MEMBER, SET_NOT_MEMBER, SetCondition, SideConditions, TableRef,
 };
 
 use super::ipsets::REUSE_DELAY;
@@ -27,17 +28,26 @@ pub enum EncodeError {
     },
 }
 
-/// Encodes `rule`, naming sets by the slot `slot_of` gives them.
+/// Encodes rule `index` of a table, naming sets by the slot `slot_of` gives them: one
+/// entry, or, when a side's `ports` hold more ranges than an entry does, one entry per
+/// chunk of them (per pair of chunks when both sides do), consecutive, with the same
+/// action and every other condition. A side's ranges are ORed, so the first of those
+/// entries a packet matches decides as the rule would; and the chunks hold coalesced,
+/// disjoint ranges, so a packet matches one entry only and a Log rule logs it once.
+/// `notPorts` (ANDed) and set conditions cannot be split: over the limit, an error.
 pub fn encode(
     rule: &Rule,
+    index: u16,
     slot_of: impl Fn(IpSetId) -> Option<u16>,
-) -> Result<RuleEntry, EncodeError> {
+) -> Result<Vec<RuleEntry>, EncodeError> {
     let mut entry = RuleEntry {
+        flags: RULE_INDEXED,
         action: match rule.action {
             RuleAction::Allow => ACTION_ALLOW,
             RuleAction::Deny => ACTION_DENY,
             RuleAction::Log => ACTION_LOG,
         },
+        rule_index: index,
         ..RuleEntry::default()
     };
     if let Some(protocol) = rule.protocol {
@@ -66,9 +76,49 @@ pub fn encode(
     }
     entry.source = encode_side(&rule.source, "source", &slot_of)?;
     entry.destination = encode_side(&rule.destination, "destination", &slot_of)?;
-    Ok(entry)
+    let source_chunks = port_chunks(&rule.source.ports);
+    let destination_chunks = port_chunks(&rule.destination.ports);
+    let mut entries = Vec::with_capacity(source_chunks.len() * destination_chunks.len());
+    for source in &source_chunks {
+        for destination in &destination_chunks {
+            let mut split = entry;
+            fill_ports(&mut split.source, source);
+            fill_ports(&mut split.destination, destination);
+            entries.push(split);
+        }
+    }
+    Ok(entries)
 }
 
+/// The index in its table of the rule `entry` (entry `offset` of the table) belongs to,
+/// as flow events name it.
+pub fn rule_index(entry: &RuleEntry, offset: u32) -> usize {
+    if entry.flags & RULE_INDEXED != 0 {
+        usize::from(entry.rule_index)
+    } else {
+        offset as usize
+    }
+}
+
+/// A side's `ports` in chunks an entry holds: as given when they fit in one, else
+/// coalesced first (so no port is in two chunks). One empty chunk for no ports.
+fn port_chunks(ports: &[PortRange]) -> Vec<Vec<PortRange>> {
+    if ports.len() <= MAX_PORT_RANGES_PER_SIDE {
+        return vec![ports.to_vec()];
+    }
+    PortRange::coalesce(ports.to_vec())
+        .chunks(MAX_PORT_RANGES_PER_SIDE)
+        .map(<[PortRange]>::to_vec)
+        .collect()
+}
+
+fn fill_ports(side: &mut SideConditions, ports: &[PortRange]) {
+    fill_ranges(&mut side.ports, ports);
+    // A chunk holds at most MAX_PORT_RANGES_PER_SIDE ranges.
+    side.port_count = ports.len() as u8;
+}
+
+/// Encodes a side's set conditions and `notPorts`; its `ports` are filled per chunk.
 fn encode_side(
     side: &SideMatch,
     name: &'static str,
@@ -92,18 +142,15 @@ fn encode_side(
             _pad: 0,
         };
     }
-    check_len(side.ports.len(), MAX_PORT_RANGES_PER_SIDE, name, "ports")?;
     check_len(
         side.not_ports.len(),
         MAX_PORT_RANGES_PER_SIDE,
         name,
         "notPorts",
     )?;
-    fill_ranges(&mut out.ports, &side.ports);
     fill_ranges(&mut out.not_ports, &side.not_ports);
     // The lengths were checked against limits far below 256.
     out.set_count = side.sets.len() as u8;
-    out.port_count = side.ports.len() as u8;
     out.not_port_count = side.not_ports.len() as u8;
     Ok(out)
 }
@@ -118,10 +165,8 @@ fn check_len(
         return Err(EncodeError::TooMany {
             what: match (side, list) {
                 ("source", "set conditions") => "source set conditions",
-                ("source", "ports") => "source ports",
                 ("source", _) => "source notPorts",
                 (_, "set conditions") => "destination set conditions",
-                (_, "ports") => "destination ports",
                 _ => "destination notPorts",
             },
             count,
@@ -179,6 +224,14 @@ impl RangeAllocator {
             self.free[index] = (start + len, free - len);
         }
         Some(TableRef { start, len })
+    }
+
+    /// Whether `slot` is in a free range: no table holds it and no packet can be walking
+    /// it (a released range is not free before its reuse delay is over).
+    pub fn is_free(&self, slot: u32) -> bool {
+        self.free
+            .iter()
+            .any(|(start, len)| *start <= slot && slot - start < *len)
     }
 
     /// Returns a range; it becomes usable after the reuse delay.
@@ -244,10 +297,19 @@ mod tests {
         Rule::unconditional("default/allow-web/ingress/0", RuleAction::Allow)
     }
 
+    /// The one entry of a rule that fits in one.
+    fn encode_one(rule: &Rule, slot_of: impl Fn(IpSetId) -> Option<u16>) -> RuleEntry {
+        match encode(rule, 7, slot_of).expect("encodes")[..] {
+            [entry] => entry,
+            ref entries => panic!("{} entries for {rule:?}", entries.len()),
+        }
+    }
+
     #[test]
     fn absent_conditions_set_no_flag() {
-        let entry = encode(&rule(), |_| None).expect("encodes");
-        assert_eq!(entry.flags, 0);
+        let entry = encode_one(&rule(), |_| None);
+        assert_eq!(entry.flags, RULE_INDEXED, "no condition flag");
+        assert_eq!(entry.rule_index, 7);
         assert_eq!(entry.source.set_count + entry.destination.port_count, 0);
         assert_eq!(entry.action, ACTION_ALLOW);
     }
@@ -274,10 +336,11 @@ mod tests {
             first: 10,
             last: 20,
         });
-        let entry = encode(&rule, |id| (id == IpSetId(3)).then_some(42)).expect("encodes");
+        let entry = encode_one(&rule, |id| (id == IpSetId(3)).then_some(42));
         assert_eq!(
             entry.flags,
-            RULE_PROTOCOL
+            RULE_INDEXED
+                | RULE_PROTOCOL
                 | RULE_NOT_PROTOCOL
                 | RULE_ICMP_TYPE
                 | RULE_ICMP_CODE
@@ -292,13 +355,45 @@ mod tests {
     }
 
     #[test]
-    fn too_many_ports_is_an_error_naming_the_list() {
+    fn too_many_port_ranges_split_the_rule_into_consecutive_entries() {
         let mut rule = rule();
-        rule.destination.ports = (0..9).map(PortRange::single).collect();
+        rule.action = RuleAction::Log;
+        rule.protocol = Some(6);
+        // 22 ranges, out of order and overlapping: coalesced to 19 disjoint ones.
+        rule.destination.ports = (0..20).rev().map(|p| PortRange::single(p * 10)).collect();
+        rule.destination.ports.push(PortRange { first: 0, last: 5 });
+        rule.destination.ports.push(PortRange { first: 6, last: 9 });
+        rule.source.ports = (1..=9).map(|p| PortRange::single(p * 1000)).collect();
+        let entries = encode(&rule, 3, |_| None).expect("encodes");
+        assert_eq!(entries.len(), 6, "2 source chunks x 3 destination chunks");
+        let mut destination_ports = Vec::new();
+        for entry in &entries {
+            assert_eq!(entry.action, ACTION_LOG);
+            assert_eq!(entry.flags, RULE_INDEXED | RULE_PROTOCOL);
+            assert_eq!(entry.rule_index, 3, "every entry names the rule");
+            let side = &entry.destination;
+            destination_ports.push(side.ports[..usize::from(side.port_count)].to_vec());
+        }
+        let r = |first, last| PortRangeEntry { first, last };
+        let mut expected = vec![r(0, 10)];
+        expected.extend((2..20).map(|p| r(p * 10, p * 10)));
+        assert_eq!(destination_ports[0], expected[..8]);
+        assert_eq!(destination_ports[1], expected[8..16]);
+        assert_eq!(destination_ports[2], expected[16..]);
+        assert_eq!(destination_ports[3..], destination_ports[..3]);
+        assert_eq!(entries[0].source.port_count, 8);
+        assert_eq!(entries[3].source.port_count, 1);
+        assert_eq!(entries[3].source.ports[0], r(9000, 9000));
+    }
+
+    #[test]
+    fn too_many_not_ports_is_an_error_naming_the_list() {
+        let mut rule = rule();
+        rule.destination.not_ports = (0..9).map(PortRange::single).collect();
         assert_eq!(
-            encode(&rule, |_| None),
+            encode(&rule, 0, |_| None),
             Err(EncodeError::TooMany {
-                what: "destination ports",
+                what: "destination notPorts",
                 count: 9,
                 limit: MAX_PORT_RANGES_PER_SIDE
             })
