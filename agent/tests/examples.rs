@@ -134,6 +134,22 @@ fn every_example_object_converts_and_clients_of_every_cluster_match() {
 }
 
 #[test]
+fn every_example_object_written_as_a_manifest_reads_back_the_same() {
+    for update in updates(&read_examples()) {
+        let Update::Set { resource, .. } = update else {
+            continue;
+        };
+        let text = resource
+            .to_manifest()
+            .unwrap_or_else(|e| panic!("{}: {e}", resource.key()));
+        let value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let read = fedwall::model::resources::Resource::from_yaml(value)
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(read, resource, "{text}");
+    }
+}
+
+#[test]
 fn the_watching_source_delivers_the_same_federation() {
     let (sender, receiver) = mpsc::channel();
     let _source = FederatedFileSource::spawn(cluster_a(), sender).unwrap_or_else(|e| panic!("{e}"));

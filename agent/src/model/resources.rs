@@ -487,7 +487,8 @@ impl fmt::Display for ResourceKey {
 }
 
 /// One object of any kind fedwall reads.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Resource {
     Pod(Pod),
     Namespace(Namespace),
@@ -543,6 +544,19 @@ impl Resource {
                 .then(|| meta.namespace.clone().unwrap_or_else(|| "default".into())),
             name: meta.name.clone(),
         }
+    }
+
+    /// The object as one manifest document (with its `apiVersion` and `kind`), the text
+    /// [`Resource::from_yaml`] reads back: for writing file datastores (benchmarks, demos).
+    pub fn to_manifest(&self) -> Result<String, serde_yaml::Error> {
+        let (api_version, kind) = self.kind().type_meta();
+        let mut document = serde_yaml::Mapping::new();
+        document.insert("apiVersion".into(), api_version.into());
+        document.insert("kind".into(), kind.into());
+        if let serde_yaml::Value::Mapping(fields) = serde_yaml::to_value(self)? {
+            document.extend(fields);
+        }
+        serde_yaml::to_string(&document)
     }
 
     /// Parses one manifest's YAML value into a resource of the kind it declares.
