@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
-use crate::datastore::file::{DirSnapshot, FileDatastoreError, LoadedObject, Problem, read_dir};
+use crate::datastore::file::{
+    DirRead, DirReader, FileDatastoreError, Location, Problem, ReadObject, is_federated,
+};
+use crate::datastore::manifest::Digest;
 use crate::datastore::{Origin, RemoteClusterState, SinkClosed, Update, UpdateSink};
 use crate::model::resources::ResourceKey;
 
@@ -30,7 +33,15 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// What a source has sent, by key: the state its receiver holds.
-pub(crate) type Objects = BTreeMap<ResourceKey, LoadedObject>;
+pub(crate) type Objects = BTreeMap<ResourceKey, SentObject>;
+
+/// What a source remembers of an object it sent: enough to tell whether it changed, and
+/// where it came from. Not the object itself, which the receiver holds.
+#[derive(Clone, Debug)]
+pub(crate) struct SentObject {
+    location: Location,
+    digest: Digest,
+}
 
 /// A running watch of one directory; dropping it stops the watch and waits for its thread.
 #[derive(Debug)]
@@ -50,7 +61,7 @@ impl FileSource {
         origin: Origin,
         sink: S,
     ) -> Result<FileSource, FileDatastoreError> {
-        let watch = Watch::new(dir.into(), origin, sink, Objects::new());
+        let mut watch = Watch::new(dir.into(), origin, sink, Objects::new());
         let connection = watch.connect()?;
         watch.start(Some(connection))
     }
@@ -147,6 +158,7 @@ struct Watch<S> {
     signals: Receiver<Signal>,
     signal_sender: Sender<Signal>,
     sent: Objects,
+    reader: DirReader,
     state: Option<RemoteClusterState>,
     problems: Vec<Problem>,
 }
@@ -155,6 +167,7 @@ impl<S: UpdateSink> Watch<S> {
     fn new(dir: PathBuf, origin: Origin, sink: S, known: Objects) -> Watch<S> {
         let (signal_sender, signals) = mpsc::channel();
         Watch {
+            reader: DirReader::new(dir.clone()),
             dir,
             origin,
             sink,
@@ -168,7 +181,7 @@ impl<S: UpdateSink> Watch<S> {
 
     fn start(
         self,
-        connection: Option<(Connection, DirSnapshot)>,
+        connection: Option<(Connection, DirRead)>,
     ) -> Result<FileSource, FileDatastoreError> {
         let dir = self.dir.clone();
         let signals = self.signal_sender.clone();
@@ -186,7 +199,7 @@ impl<S: UpdateSink> Watch<S> {
         })
     }
 
-    fn run(mut self, connection: Option<(Connection, DirSnapshot)>) -> Objects {
+    fn run(mut self, connection: Option<(Connection, DirRead)>) -> Objects {
         let span =
             tracing::info_span!("file datastore", dir = %self.dir.display(), origin = %self.origin);
         let _entered = span.enter();
@@ -195,7 +208,7 @@ impl<S: UpdateSink> Watch<S> {
         self.sent
     }
 
-    fn watch(&mut self, mut connection: Option<(Connection, DirSnapshot)>) -> Result<(), Stopped> {
+    fn watch(&mut self, mut connection: Option<(Connection, DirRead)>) -> Result<(), Stopped> {
         self.report(RemoteClusterState::Connecting)?;
         let mut retry = FIRST_RETRY;
         loop {
@@ -230,9 +243,15 @@ impl<S: UpdateSink> Watch<S> {
     }
 
     /// Watches the directory, then reads it: in this order, so no edit falls between.
-    fn connect(&self) -> Result<(Connection, DirSnapshot), FileDatastoreError> {
+    fn connect(&mut self) -> Result<(Connection, DirRead), FileDatastoreError> {
         let connection = self.watch_dir()?;
-        Ok((connection, read_dir(&self.dir)?))
+        Ok((connection, self.read()?))
+    }
+
+    /// Reads the directory, parsing what changed since the last read.
+    fn read(&mut self) -> Result<DirRead, FileDatastoreError> {
+        self.reader
+            .read(|key| self.sent.get(key).map(|sent| sent.digest))
     }
 
     fn watch_dir(&self) -> Result<Connection, FileDatastoreError> {
@@ -259,12 +278,12 @@ impl<S: UpdateSink> Watch<S> {
         })
     }
 
-    fn refresh(&self, connection: &mut Connection) -> Result<DirSnapshot, FileDatastoreError> {
+    fn refresh(&mut self, connection: &mut Connection) -> Result<DirRead, FileDatastoreError> {
         if DirIdentity::of(&self.dir)? != connection.identity {
             tracing::info!("the directory was replaced; watching the new one");
             *connection = self.watch_dir()?;
         }
-        read_dir(&self.dir)
+        self.read()
     }
 
     /// Waits for the directory to change (or for the periodic re-read), then for it to
@@ -292,13 +311,16 @@ impl<S: UpdateSink> Watch<S> {
         }
     }
 
-    /// Sends what differs between what the receiver holds and `snapshot`.
-    fn apply(&mut self, mut snapshot: DirSnapshot) -> Result<(), Stopped> {
+    /// Sends what differs between what the receiver holds and what was read.
+    fn apply(&mut self, read: DirRead) -> Result<(), Stopped> {
+        let DirRead {
+            objects: mut next,
+            problems,
+        } = read;
         if let Origin::Remote(_) = self.origin {
-            snapshot.retain_federated_kinds();
+            next.retain(|key, object| is_federated(key, &object.location));
         }
-        self.log_new_problems(snapshot.problems);
-        let mut next = snapshot.objects;
+        self.log_new_problems(problems);
         self.keep_objects_of_broken_files(&mut next);
         let gone: Vec<ResourceKey> = self
             .sent
@@ -315,13 +337,25 @@ impl<S: UpdateSink> Watch<S> {
             })?;
         }
         for (key, object) in next {
-            if self.sent.get(&key).map(|o| &o.resource) != Some(&object.resource) {
+            if self.sent.get(&key).map(|sent| sent.digest) != Some(object.digest) {
+                let Some(resource) = object.resource else {
+                    // The reader parses every file whose objects differ from what was
+                    // sent; left out of `sent`, the object is read again next time.
+                    tracing::error!("{key} at {} changed but was not parsed", object.location);
+                    continue;
+                };
                 self.sink.send(Update::Set {
                     origin: self.origin.clone(),
-                    resource: object.resource.clone(),
+                    resource,
                 })?;
             }
-            self.sent.insert(key, object);
+            self.sent.insert(
+                key,
+                SentObject {
+                    location: object.location,
+                    digest: object.digest,
+                },
+            );
         }
         Ok(())
     }
@@ -329,20 +363,27 @@ impl<S: UpdateSink> Watch<S> {
     /// An object whose file now has a document that does not load is kept as it was: the
     /// broken document may be that object mid-edit, and deleting a policy or a pod for a
     /// typo would change enforcement. Fixing or removing the document settles it.
-    fn keep_objects_of_broken_files(&self, next: &mut Objects) {
+    fn keep_objects_of_broken_files(&self, next: &mut BTreeMap<ResourceKey, ReadObject>) {
         let broken: BTreeSet<&Path> = self
             .problems
             .iter()
             .filter(|problem| problem.may_hide_objects())
             .map(|problem| problem.location.file.as_path())
             .collect();
-        for (key, object) in &self.sent {
-            if !next.contains_key(key) && broken.contains(object.location.file.as_path()) {
+        for (key, sent) in &self.sent {
+            if !next.contains_key(key) && broken.contains(sent.location.file.as_path()) {
                 tracing::warn!(
                     "keeping {key} as last read from {}: its file has a document that does not load",
-                    object.location
+                    sent.location
                 );
-                next.insert(key.clone(), object.clone());
+                next.insert(
+                    key.clone(),
+                    ReadObject {
+                        location: sent.location.clone(),
+                        digest: sent.digest,
+                        resource: None,
+                    },
+                );
             }
         }
     }
