@@ -130,8 +130,9 @@ impl Calc {
         }
     }
 
-    /// Every endpoint of every cluster with its labels, in no particular order.
-    pub fn endpoints(&self) -> impl Iterator<Item = (&Endpoint, &LabelMap)> {
+    /// Every endpoint of every cluster with its labels, in no particular order. Its `len()`
+    /// counts them without looking at any.
+    pub fn endpoints(&self) -> impl ExactSizeIterator<Item = (&Endpoint, &LabelMap)> {
         static NO_LABELS: LabelMap = LabelMap::new();
         self.endpoints.iter().map(|(id, ep)| {
             (
@@ -142,7 +143,7 @@ impl Calc {
     }
 
     /// Objects that could not be used, by origin and object.
-    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+    pub fn problems(&self) -> impl ExactSizeIterator<Item = &Problem> {
         self.problems.values()
     }
 
@@ -168,7 +169,7 @@ impl Calc {
     }
 
     /// The valid policies, by key.
-    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = &Policy> {
         self.policies.values()
     }
 
@@ -805,7 +806,7 @@ impl Calc {
     }
 
     /// The local endpoints' current desired state.
-    pub fn local_endpoints(&self) -> impl Iterator<Item = &LocalEndpoint> {
+    pub fn local_endpoints(&self) -> impl ExactSizeIterator<Item = &LocalEndpoint> {
         self.local.values().map(|c| &c.endpoint)
     }
 }
