@@ -7,10 +7,11 @@
 //! it (see examples/). Hidden files (editor swap files, Kubernetes' `..data` links) are
 //! skipped; symbolic links to files are followed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
+use std::hash::{BuildHasher as _, RandomState};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -128,13 +129,13 @@ pub(crate) fn os_message(error: &io::Error) -> String {
 /// Reads every manifest of `dir`. Problems with files and documents are in the snapshot;
 /// only a directory that cannot be listed is an error.
 pub fn read_dir(dir: &Path) -> Result<DirSnapshot, FileDatastoreError> {
-    let read = DirReader::new(dir).read(|_| None)?;
+    let mut read = DirReader::new(dir).read(|_| None, None)?;
     let objects = read
         .objects
         .into_iter()
         // A first read parses every file, so every object comes with its resource.
         .filter_map(|(key, object)| {
-            let resource = object.resource?;
+            let resource = read.resources.remove(&key)?;
             Some((
                 key,
                 LoadedObject {
@@ -250,21 +251,24 @@ impl Fingerprint {
     }
 }
 
+/// Takes objects as soon as their file is parsed: key, where, digest, the object.
+pub(crate) type EarlyObjects<'a> = dyn FnMut(&ResourceKey, Location, Digest, Resource) + 'a;
+
 /// One read of a directory: every object it defines (the first definition of each), and
 /// the problems, in file order then line order.
 #[derive(Debug)]
 pub(crate) struct DirRead {
     pub objects: BTreeMap<ResourceKey, ReadObject>,
+    /// The objects parsed by this read and not taken early. An object whose file was not
+    /// parsed (it had not changed) has the digest the reader was told is held.
+    pub resources: BTreeMap<ResourceKey, Resource>,
     pub problems: Vec<Problem>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ReadObject {
     pub location: Location,
     pub digest: Digest,
-    /// Absent when the object's file was not parsed by this read (it had not changed) and
-    /// its digest is the one the reader was told is held.
-    pub resource: Option<Resource>,
 }
 
 impl DirReader {
@@ -279,20 +283,54 @@ impl DirReader {
     /// Reads the directory. `held` is the digest the caller holds for an object: an object
     /// from an unchanged file whose digest differs (a duplicate that now comes first) has
     /// its file parsed, so that every object the caller lacks comes with its resource.
+    ///
+    /// `early`, if given, takes each object the caller lacks as soon as its file is parsed
+    /// (files are parsed in name order, so the first definition comes first) rather than
+    /// in the result: a first read of a large directory then streams instead of holding
+    /// every object at once.
     pub fn read(
         &mut self,
         held: impl Fn(&ResourceKey) -> Option<Digest>,
+        mut early: Option<&mut EarlyObjects<'_>>,
     ) -> Result<DirRead, FileDatastoreError> {
         let files = self.list()?;
         self.files.retain(|file, _| files.contains(file));
         // Resources of the files parsed by this read, by file, in document order.
         let mut fresh: BTreeMap<&Path, Vec<Option<Resource>>> = BTreeMap::new();
+        // Keys met so far, as hashes: a collision only sends that object with the rest.
+        let mut seen = HashSet::new();
+        let hasher = RandomState::new();
         for file in &files {
             let unchanged = self.files.get(file).is_some_and(|parsed| {
                 parsed.fingerprint.is_some() && parsed.fingerprint == Fingerprint::of(file)
             });
-            if !unchanged {
-                fresh.insert(file, self.parse(file));
+            let mut resources = if unchanged {
+                None
+            } else {
+                Some(self.parse(file))
+            };
+            if let Some(early) = early.as_mut() {
+                for (n, object) in self.files[file].objects.iter().enumerate() {
+                    let first = seen.insert(hasher.hash_one(&object.key));
+                    let resource = resources.as_mut().and_then(|r| r.get_mut(n));
+                    if first
+                        && held(&object.key) != Some(object.digest)
+                        && let Some(resource) = resource.and_then(Option::take)
+                    {
+                        let location = Location {
+                            file: file.clone(),
+                            line: Some(object.line),
+                        };
+                        early(&object.key, location, object.digest, resource);
+                    }
+                }
+            }
+            if let Some(mut resources) = resources {
+                if resources.iter().all(Option::is_none) {
+                    // All taken early: the file was parsed, nothing of it is held.
+                    resources = Vec::new();
+                }
+                fresh.insert(file, resources);
             }
         }
         loop {
@@ -428,12 +466,16 @@ impl DirReader {
             problems.extend(of_file);
         }
         let mut objects = BTreeMap::new();
+        let mut resources = BTreeMap::new();
         for (key, (file, n)) in winners {
             let object = &self.files[file].objects[n];
             let resource = fresh
                 .get_mut(file)
                 .and_then(|resources| resources.get_mut(n))
                 .and_then(Option::take);
+            if let Some(resource) = resource {
+                resources.insert(key.clone(), resource);
+            }
             objects.insert(
                 key.clone(),
                 ReadObject {
@@ -442,11 +484,14 @@ impl DirReader {
                         line: Some(object.line),
                     },
                     digest: object.digest,
-                    resource,
                 },
             );
         }
-        DirRead { objects, problems }
+        DirRead {
+            objects,
+            resources,
+            problems,
+        }
     }
 }
 #[cfg(test)]
@@ -575,7 +620,7 @@ mod tests {
     fn parsed_names(read: &DirRead) -> Vec<String> {
         read.objects
             .iter()
-            .filter(|(_, object)| object.resource.is_some())
+            .filter(|(key, _)| read.resources.contains_key(key))
             .map(|(key, _)| key.to_string())
             .collect()
     }
@@ -586,10 +631,10 @@ mod tests {
         dir.write("a.yaml", &namespace("a"));
         dir.write("b.yaml", &namespace("b"));
         let mut reader = trusting_reader(&dir);
-        let first = reader.read(|_| None).expect("readable");
+        let first = reader.read(|_| None, None).expect("readable");
         assert_eq!(parsed_names(&first), ["Namespace(a)", "Namespace(b)"]);
         dir.write("b.yaml", &[namespace("b"), namespace("c")].join("---\n"));
-        let second = reader.read(held(&first)).expect("readable");
+        let second = reader.read(held(&first), None).expect("readable");
         assert_eq!(parsed_names(&second), ["Namespace(b)", "Namespace(c)"]);
         assert_eq!(second.objects.len(), 3);
         assert_eq!(
@@ -613,9 +658,9 @@ mod tests {
         // The real reader: a file changed just now may change again within the same tick
         // of the file system's clock, with the same size.
         let mut reader = DirReader::new(dir.path());
-        let first = reader.read(|_| None).expect("readable");
+        let first = reader.read(|_| None, None).expect("readable");
         dir.write("a.yaml", &namespace("z"));
-        let second = reader.read(held(&first)).expect("readable");
+        let second = reader.read(held(&first), None).expect("readable");
         assert_eq!(parsed_names(&second), ["Namespace(z)"]);
     }
 
@@ -626,12 +671,12 @@ mod tests {
         dir.write("a.yaml", &labelled("a"));
         dir.write("b.yaml", &labelled("b"));
         let mut reader = trusting_reader(&dir);
-        let first = reader.read(|_| None).expect("readable");
+        let first = reader.read(|_| None, None).expect("readable");
         assert_eq!(first.problems.len(), 1, "{:?}", first.problems);
         dir.write("a.yaml", &namespace("other"));
-        let second = reader.read(held(&first)).expect("readable");
-        let x = &second.objects[&first_key(&second, "x")];
-        let Some(Resource::Namespace(namespace)) = &x.resource else {
+        let second = reader.read(held(&first), None).expect("readable");
+        let x = second.resources.get(&first_key(&second, "x"));
+        let Some(Resource::Namespace(namespace)) = x else {
             panic!("b.yaml's x, parsed: {x:?}");
         };
         assert_eq!(namespace.metadata.labels["team"], "b");

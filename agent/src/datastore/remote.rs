@@ -383,9 +383,10 @@ mod tests {
         let seen = until(&updates, "cluster b in sync", is_state("b", in_sync));
         let (states, changes) = about("b", &seen);
         assert_eq!(states, CONNECTED);
+        // In file order: a first read sends each file's objects as soon as it is parsed.
         assert_eq!(
             changes,
-            ["+Pod(shop/client)", "+Pod(shop/web)", "+Namespace(shop)"]
+            ["+Namespace(shop)", "+Pod(shop/web)", "+Pod(shop/client)"]
         );
         assert!(seen.contains(&Update::InSync {
             origin: Origin::Remote("b".into())

@@ -61,8 +61,8 @@ impl FileSource {
         origin: Origin,
         sink: S,
     ) -> Result<FileSource, FileDatastoreError> {
-        let mut watch = Watch::new(dir.into(), origin, sink, Objects::new());
-        let connection = watch.connect()?;
+        let watch = Watch::new(dir.into(), origin, sink, Objects::new());
+        let connection = watch.watch_dir()?;
         watch.start(Some(connection))
     }
 
@@ -179,10 +179,7 @@ impl<S: UpdateSink> Watch<S> {
         }
     }
 
-    fn start(
-        self,
-        connection: Option<(Connection, DirRead)>,
-    ) -> Result<FileSource, FileDatastoreError> {
+    fn start(self, connection: Option<Connection>) -> Result<FileSource, FileDatastoreError> {
         let dir = self.dir.clone();
         let signals = self.signal_sender.clone();
         let thread = thread::Builder::new()
@@ -199,7 +196,7 @@ impl<S: UpdateSink> Watch<S> {
         })
     }
 
-    fn run(mut self, connection: Option<(Connection, DirRead)>) -> Objects {
+    fn run(mut self, connection: Option<Connection>) -> Objects {
         let span =
             tracing::info_span!("file datastore", dir = %self.dir.display(), origin = %self.origin);
         let _entered = span.enter();
@@ -208,12 +205,23 @@ impl<S: UpdateSink> Watch<S> {
         self.sent
     }
 
-    fn watch(&mut self, mut connection: Option<(Connection, DirRead)>) -> Result<(), Stopped> {
+    fn watch(&mut self, mut connection: Option<Connection>) -> Result<(), Stopped> {
         self.report(RemoteClusterState::Connecting)?;
         let mut retry = FIRST_RETRY;
         loop {
-            let attempt = connection.take().map_or_else(|| self.connect(), Ok);
-            let (mut connection, snapshot) = match attempt {
+            // Watch the directory, then read it: in this order, so no edit falls between.
+            let connected = match connection.take() {
+                Some(connection) => Ok(connection),
+                None => self.watch_dir(),
+            };
+            let read = match connected {
+                Ok(connection) => {
+                    self.report(RemoteClusterState::ResyncInProgress)?;
+                    self.first_read()?.map(|read| (connection, read))
+                }
+                Err(error) => Err(error),
+            };
+            let (mut connection, read) = match read {
                 Ok(connected) => connected,
                 Err(error) => {
                     self.fail(&error)?;
@@ -223,8 +231,7 @@ impl<S: UpdateSink> Watch<S> {
                 }
             };
             retry = FIRST_RETRY;
-            self.report(RemoteClusterState::ResyncInProgress)?;
-            self.apply(snapshot)?;
+            self.apply(read)?;
             self.sink.send(Update::InSync {
                 origin: self.origin.clone(),
             })?;
@@ -242,16 +249,43 @@ impl<S: UpdateSink> Watch<S> {
         }
     }
 
-    /// Watches the directory, then reads it: in this order, so no edit falls between.
-    fn connect(&mut self) -> Result<(Connection, DirRead), FileDatastoreError> {
-        let connection = self.watch_dir()?;
-        Ok((connection, self.read()?))
-    }
-
     /// Reads the directory, parsing what changed since the last read.
     fn read(&mut self) -> Result<DirRead, FileDatastoreError> {
         self.reader
-            .read(|key| self.sent.get(key).map(|sent| sent.digest))
+            .read(|key| self.sent.get(key).map(|sent| sent.digest), None)
+    }
+
+    /// The read after (re)connecting. With nothing sent yet, objects are sent as their
+    /// files are parsed, so that the receiver starts at once and a large directory is never
+    /// held whole; with objects sent before, differences are sent once all is read (see
+    /// [`Watch::apply`]). `Ok(Err(_))` when the directory cannot be read.
+    fn first_read(&mut self) -> Result<Result<DirRead, FileDatastoreError>, Stopped> {
+        if !self.sent.is_empty() {
+            return Ok(self.read());
+        }
+        let (origin, sink, sent) = (&self.origin, &mut self.sink, &mut self.sent);
+        let mut closed = false;
+        let mut send = |key: &ResourceKey, location: Location, digest: Digest, resource| {
+            // A remote cluster's other kinds are left out by apply, quietly here.
+            if closed || (matches!(origin, Origin::Remote(_)) && !key.kind.is_federated()) {
+                return;
+            }
+            let update = Update::Set {
+                origin: origin.clone(),
+                resource,
+            };
+            match sink.send(update) {
+                Ok(()) => {
+                    sent.insert(key.clone(), SentObject { location, digest });
+                }
+                Err(SinkClosed) => closed = true,
+            }
+        };
+        let read = self.reader.read(|_| None, Some(&mut send));
+        if closed {
+            return Err(Stopped);
+        }
+        Ok(read)
     }
 
     fn watch_dir(&self) -> Result<Connection, FileDatastoreError> {
@@ -315,6 +349,7 @@ impl<S: UpdateSink> Watch<S> {
     fn apply(&mut self, read: DirRead) -> Result<(), Stopped> {
         let DirRead {
             objects: mut next,
+            mut resources,
             problems,
         } = read;
         if let Origin::Remote(_) = self.origin {
@@ -336,18 +371,18 @@ impl<S: UpdateSink> Watch<S> {
                 key,
             })?;
         }
+        // The bookkeeping first, the sends last: this thread is then idle while the
+        // receiver works on them.
+        let mut changed = Vec::new();
         for (key, object) in next {
             if self.sent.get(&key).map(|sent| sent.digest) != Some(object.digest) {
-                let Some(resource) = object.resource else {
+                let Some(resource) = resources.remove(&key) else {
                     // The reader parses every file whose objects differ from what was
                     // sent; left out of `sent`, the object is read again next time.
                     tracing::error!("{key} at {} changed but was not parsed", object.location);
                     continue;
                 };
-                self.sink.send(Update::Set {
-                    origin: self.origin.clone(),
-                    resource,
-                })?;
+                changed.push(resource);
             }
             self.sent.insert(
                 key,
@@ -356,6 +391,12 @@ impl<S: UpdateSink> Watch<S> {
                     digest: object.digest,
                 },
             );
+        }
+        for resource in changed {
+            self.sink.send(Update::Set {
+                origin: self.origin.clone(),
+                resource,
+            })?;
         }
         Ok(())
     }
@@ -381,7 +422,6 @@ impl<S: UpdateSink> Watch<S> {
                     ReadObject {
                         location: sent.location.clone(),
                         digest: sent.digest,
-                        resource: None,
                     },
                 );
             }
