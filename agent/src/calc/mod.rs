@@ -24,8 +24,8 @@ use crate::dataplane::{Delta, EndpointName, IpSetId, LocalEndpoint, NatPool};
 use crate::datastore::{Origin, RemoteClusterState, Update};
 use crate::model::resources::{HostEndpoint, Kind, LabelMap, Pod, Resource, ResourceKey};
 use crate::model::{Cluster, Endpoint, NamedPort, Policy, PolicyKey, endpoint, nat_pool, policy};
-use crate::selector::Selector;
 use crate::selector::index::{LabelIndex, MatchChange};
+use crate::selector::{LabelSet, Selector};
 
 /// What this calc instance computes for.
 #[derive(Clone, Debug, Default)]
@@ -132,8 +132,8 @@ impl Calc {
 
     /// Every endpoint of every cluster with its labels, in no particular order. Its `len()`
     /// counts them without looking at any.
-    pub fn endpoints(&self) -> impl ExactSizeIterator<Item = (&Endpoint, &LabelMap)> {
-        static NO_LABELS: LabelMap = LabelMap::new();
+    pub fn endpoints(&self) -> impl ExactSizeIterator<Item = (&Endpoint, &LabelSet)> {
+        static NO_LABELS: LabelSet = LabelSet::EMPTY;
         self.endpoints.iter().map(|(id, ep)| {
             (
                 ep,
@@ -347,7 +347,7 @@ impl Calc {
             let mut labels = self
                 .rule_index
                 .endpoint_labels(&id)
-                .cloned()
+                .map(LabelSet::to_map)
                 .unwrap_or_default();
             let sa = labels
                 .get(endpoint::LABEL_SERVICE_ACCOUNT)
@@ -440,7 +440,11 @@ impl Calc {
             None => (None, None),
         };
         let old = self.endpoints.remove(&id);
-        if old == new && self.rule_index.endpoint_labels(&id) == new_labels.as_ref() {
+        let same_labels = match (self.rule_index.endpoint_labels(&id), &new_labels) {
+            (Some(old), Some(new)) => old.equals_map(new),
+            (old, new) => old.is_none() && new.is_none(),
+        };
+        if old == new && same_labels {
             if let Some(old) = old {
                 self.endpoints.insert(id, old);
             }

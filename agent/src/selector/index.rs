@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 
+use super::label_set::{LabelSet, LabelStrings};
 use super::{Expr, Labels, Selector, StringSet};
 
 /// What an endpoint or selector id must be: hashed for the indexes, ordered so that
@@ -23,7 +24,7 @@ pub trait IndexKey: Clone + Eq + Hash + Ord + Debug {}
 
 impl<T: Clone + Eq + Hash + Ord + Debug> IndexKey for T {}
 
-/// An endpoint's labels as the index stores them.
+/// An endpoint's labels as the index takes them (it stores them as a [`LabelSet`]).
 pub type EndpointLabels = BTreeMap<String, String>;
 
 /// A (selector, endpoint) pair that started or stopped matching.
@@ -55,12 +56,16 @@ pub struct LabelIndex<E, S> {
     /// `k != "v"`): they match every endpoint that has none of the keys they read, so a
     /// new endpoint starts from this set instead of evaluating them.
     unguarded_matching_empty: BTreeSet<S>,
+    /// The strings of every endpoint's labels, shared.
+    strings: LabelStrings,
 }
 
+/// One per endpoint (100,000s), so kept small: a few selectors match each.
 #[derive(Debug)]
 struct EndpointEntry<S> {
-    labels: EndpointLabels,
-    matches: BTreeSet<S>,
+    labels: LabelSet,
+    /// Sorted.
+    matches: Vec<S>,
 }
 
 #[derive(Debug)]
@@ -118,6 +123,7 @@ impl<E, S> Default for LabelIndex<E, S> {
             guarded_by_key: HashMap::new(),
             unguarded_readers: HashMap::new(),
             unguarded_matching_empty: BTreeSet::new(),
+            strings: LabelStrings::default(),
         }
     }
 }
@@ -149,7 +155,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
     }
 
     /// The labels stored for endpoint `id`.
-    pub fn endpoint_labels(&self, id: &E) -> Option<&EndpointLabels> {
+    pub fn endpoint_labels(&self, id: &E) -> Option<&LabelSet> {
         self.endpoints.get(id).map(|entry| &entry.labels)
     }
 
@@ -160,6 +166,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         labels: EndpointLabels,
         out: &mut Vec<MatchChange<E, S>>,
     ) {
+        let labels = self.strings.label_set(&labels);
         let Some(mut entry) = self.endpoints.remove(&id) else {
             self.add_endpoint(id, labels, out);
             return;
@@ -177,13 +184,13 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 }
             }
             if now_matches {
-                entry.matches.insert(selector.clone());
+                insert_sorted(&mut entry.matches, selector.clone());
                 out.push(MatchChange::Started {
                     selector,
                     endpoint: id.clone(),
                 });
             } else {
-                entry.matches.remove(&selector);
+                remove_sorted(&mut entry.matches, &selector);
                 out.push(MatchChange::Stopped {
                     selector,
                     endpoint: id.clone(),
@@ -191,12 +198,12 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
             }
         }
         // Only the pairs that changed move in the postings.
-        for (key, value) in &entry.labels {
+        for (key, value) in entry.labels.iter() {
             if labels.get(key) != Some(value) {
                 self.remove_posting(key, value, &id);
             }
         }
-        for (key, value) in &labels {
+        for (key, value) in labels.iter() {
             if entry.labels.get(key) != Some(value) {
                 self.add_posting(key, value, &id);
             }
@@ -205,20 +212,20 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         self.endpoints.insert(id, entry);
     }
 
-    fn add_endpoint(&mut self, id: E, labels: EndpointLabels, out: &mut Vec<MatchChange<E, S>>) {
+    fn add_endpoint(&mut self, id: E, labels: LabelSet, out: &mut Vec<MatchChange<E, S>>) {
         // A new endpoint is a relabel of an endpoint without labels, whose matches are
         // exactly the unguarded selectors that match no labels (a guard needs a label).
-        let mut matches = self.unguarded_matching_empty.clone();
+        let mut matches: Vec<S> = self.unguarded_matching_empty.iter().cloned().collect();
         let flips = {
-            // Every key of the new endpoint "appeared"; `BTreeMap` keys are sorted.
-            let changed: Vec<&str> = labels.keys().map(String::as_str).collect();
+            // Every key of the new endpoint "appeared"; a label set's keys are sorted.
+            let changed: Vec<&str> = labels.keys().collect();
             self.flips(&labels, &changed, &matches)
         };
         for (selector, now_matches) in flips {
             if now_matches {
-                matches.insert(selector);
+                insert_sorted(&mut matches, selector);
             } else {
-                matches.remove(&selector);
+                remove_sorted(&mut matches, &selector);
             }
         }
         for selector in &matches {
@@ -230,7 +237,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 endpoint: id.clone(),
             });
         }
-        for (key, value) in &labels {
+        for (key, value) in labels.iter() {
             self.add_posting(key, value, &id);
         }
         self.endpoints.insert(id, EndpointEntry { labels, matches });
@@ -250,7 +257,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 endpoint: id.clone(),
             });
         }
-        for (key, value) in &entry.labels {
+        for (key, value) in entry.labels.iter() {
             self.remove_posting(key, value, id);
         }
     }
@@ -275,7 +282,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         let new_matches = self.evaluate_new_selector(&selector);
         for endpoint in old_matches.difference(&new_matches) {
             if let Some(endpoint_entry) = self.endpoints.get_mut(endpoint) {
-                endpoint_entry.matches.remove(&id);
+                remove_sorted(&mut endpoint_entry.matches, &id);
             }
             out.push(MatchChange::Stopped {
                 selector: id.clone(),
@@ -284,7 +291,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         }
         for endpoint in new_matches.difference(&old_matches) {
             if let Some(endpoint_entry) = self.endpoints.get_mut(endpoint) {
-                endpoint_entry.matches.insert(id.clone());
+                insert_sorted(&mut endpoint_entry.matches, id.clone());
             }
             out.push(MatchChange::Started {
                 selector: id.clone(),
@@ -315,7 +322,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         self.unindex_selector(id, &entry);
         for endpoint in entry.matches {
             if let Some(endpoint_entry) = self.endpoints.get_mut(&endpoint) {
-                endpoint_entry.matches.remove(id);
+                remove_sorted(&mut endpoint_entry.matches, id);
             }
             out.push(MatchChange::Stopped {
                 selector: id.clone(),
@@ -332,12 +339,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
     /// ones that matched are in `old_matches`, and the ones that may match now are either
     /// unguarded (found through `unguarded_readers` of a changed key) or satisfy their
     /// guard on `new_labels` (found through the guard indexes).
-    fn flips(
-        &self,
-        new_labels: &EndpointLabels,
-        changed: &[&str],
-        old_matches: &BTreeSet<S>,
-    ) -> Vec<(S, bool)> {
+    fn flips(&self, new_labels: &LabelSet, changed: &[&str], old_matches: &[S]) -> Vec<(S, bool)> {
         if changed.is_empty() {
             return Vec::new();
         }
@@ -355,12 +357,12 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 to_evaluate.extend(readers);
             }
         }
-        for (key, value) in new_labels {
+        for (key, value) in new_labels.iter() {
             let by_value = self
                 .guarded_by_value
-                .get(key.as_str())
-                .and_then(|by_value| by_value.get(value.as_str()));
-            let by_key = self.guarded_by_key.get(key.as_str());
+                .get(key)
+                .and_then(|by_value| by_value.get(value));
+            let by_key = self.guarded_by_key.get(key);
             to_evaluate.extend(
                 by_value
                     .into_iter()
@@ -376,7 +378,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
             .filter_map(|selector| {
                 let entry = self.selectors.get(selector)?;
                 let now_matches = entry.selector.matches(new_labels);
-                (now_matches != old_matches.contains(selector))
+                (now_matches != old_matches.binary_search(selector).is_ok())
                     .then(|| (selector.clone(), now_matches))
             })
             .collect()
@@ -538,19 +540,28 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
 }
 
 /// The keys whose value differs between `old` and `new` (set, changed or removed), sorted.
-fn changed_keys<'a>(old: &'a EndpointLabels, new: &'a EndpointLabels) -> Vec<&'a str> {
+fn changed_keys<'a>(old: &'a LabelSet, new: &'a LabelSet) -> Vec<&'a str> {
     let mut changed: Vec<&str> = old
         .iter()
-        .filter(|(key, value)| new.get(*key) != Some(value))
-        .map(|(key, _)| key.as_str())
-        .chain(
-            new.keys()
-                .filter(|key| !old.contains_key(*key))
-                .map(String::as_str),
-        )
+        .filter(|(key, value)| new.get(key) != Some(value))
+        .map(|(key, _)| key)
+        .chain(new.keys().filter(|key| old.get(key).is_none()))
         .collect();
     changed.sort_unstable();
     changed
+}
+
+/// Adds `item` to a sorted vector (once).
+fn insert_sorted<T: Ord>(sorted: &mut Vec<T>, item: T) {
+    if let Err(at) = sorted.binary_search(&item) {
+        sorted.insert(at, item);
+    }
+}
+
+fn remove_sorted<T: Ord>(sorted: &mut Vec<T>, item: &T) {
+    if let Ok(at) = sorted.binary_search(item) {
+        sorted.remove(at);
+    }
 }
 
 /// Whether any of `keys` is in `sorted` (both sorted, `keys` usually a handful).
