@@ -10,6 +10,7 @@ use fedwall::calc::{Calc, CalcConfig};
 use fedwall::datastore::{
     FederatedFileSource, FederatedSnapshot, Origin, RemoteClusterState, Update, read_federated,
 };
+use fedwall::model::resources::Resource;
 use fedwall::selector::Selector;
 
 fn cluster_a() -> PathBuf {
@@ -143,9 +144,10 @@ fn every_example_object_written_as_a_manifest_reads_back_the_same() {
             .to_manifest()
             .unwrap_or_else(|e| panic!("{}: {e}", resource.key()));
         let value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-        let read = fedwall::model::resources::Resource::from_yaml(value)
-            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let read = Resource::from_yaml(value).unwrap_or_else(|e| panic!("{text}: {e}"));
         assert_eq!(read, resource, "{text}");
+        // It starts with apiVersion and kind: the one-pass reading gives the same.
+        assert_eq!(Resource::from_yaml_text(&text), Some(resource), "{text}");
     }
 }
 

@@ -134,6 +134,9 @@ impl Document<'_> {
 
     /// Parses the document into the resource it declares.
     pub fn parse(&self) -> Result<Resource, DocumentError> {
+        if let Some(resource) = Resource::from_yaml_text(self.text) {
+            return Ok(resource);
+        }
         let value = match serde_yaml::from_str::<serde_yaml::Value>(self.text) {
             Ok(value) => value,
             Err(_) => return Err(DocumentError::Syntax(self.located_syntax_error())),
