@@ -14,6 +14,7 @@ use std::fs;
 use std::hash::{BuildHasher as _, RandomState};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::datastore::manifest::{Digest, DocumentError, split_documents};
@@ -22,7 +23,8 @@ use crate::model::resources::{Resource, ResourceKey};
 /// Where an object or a problem was found.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Location {
-    pub file: PathBuf,
+    /// Shared by every object and problem of the file.
+    pub file: Arc<Path>,
     /// 1-based; absent for a problem with a whole file.
     pub line: Option<usize>,
 }
@@ -189,7 +191,7 @@ const SETTLED: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct DirReader {
     dir: PathBuf,
-    files: BTreeMap<PathBuf, ParsedFile>,
+    files: BTreeMap<Arc<Path>, ParsedFile>,
     /// [`SETTLED`], but for tests.
     settled: Duration,
 }
@@ -296,7 +298,7 @@ impl DirReader {
         let files = self.list()?;
         self.files.retain(|file, _| files.contains(file));
         // Resources of the files parsed by this read, by file, in document order.
-        let mut fresh: BTreeMap<&Path, Vec<Option<Resource>>> = BTreeMap::new();
+        let mut fresh: BTreeMap<&Arc<Path>, Vec<Option<Resource>>> = BTreeMap::new();
         // Keys met so far, as hashes: a collision only sends that object with the rest.
         let mut seen = HashSet::new();
         let hasher = RandomState::new();
@@ -335,7 +337,7 @@ impl DirReader {
         }
         loop {
             let winners = self.first_definitions(&files);
-            let lacking: BTreeSet<&Path> = winners
+            let lacking: BTreeSet<&Arc<Path>> = winners
                 .iter()
                 .filter(|(key, (file, n))| {
                     !fresh.contains_key(file)
@@ -353,7 +355,7 @@ impl DirReader {
     }
 
     /// The directory's manifests, in name order.
-    fn list(&self) -> Result<Vec<PathBuf>, FileDatastoreError> {
+    fn list(&self) -> Result<Vec<Arc<Path>>, FileDatastoreError> {
         let unreadable = |error| FileDatastoreError::UnreadableDirectory {
             dir: self.dir.clone(),
             error,
@@ -364,7 +366,7 @@ impl DirReader {
             // Following links; a directory or socket named like a manifest is not one.
             let file = self.dir.join(&name);
             if is_manifest_name(&name) && fs::metadata(&file).is_ok_and(|m| m.is_file()) {
-                files.push(file);
+                files.push(Arc::from(file));
             }
         }
         files.sort();
@@ -373,7 +375,7 @@ impl DirReader {
 
     /// Parses one file, remembers its digests, and returns its resources (each to be taken
     /// once).
-    fn parse(&mut self, file: &Path) -> Vec<Option<Resource>> {
+    fn parse(&mut self, file: &Arc<Path>) -> Vec<Option<Resource>> {
         let before = Fingerprint::of(file);
         let mut parsed = ParsedFile {
             fingerprint: None,
@@ -385,7 +387,7 @@ impl DirReader {
             Ok(text) => {
                 for document in split_documents(&text) {
                     let location = Location {
-                        file: file.to_owned(),
+                        file: file.clone(),
                         line: Some(document.line),
                     };
                     match document.parse() {
@@ -410,25 +412,26 @@ impl DirReader {
             }
             Err(error) => parsed.problems.push(Problem {
                 location: Location {
-                    file: file.to_owned(),
+                    file: file.clone(),
                     line: None,
                 },
                 kind: ProblemKind::UnreadableFile(os_message(&error)),
             }),
         }
-        self.files.insert(file.to_owned(), parsed);
+        parsed.objects.shrink_to_fit();
+        self.files.insert(file.clone(), parsed);
         resources
     }
 
     /// Where each object is first defined: its file and its index among the file's objects.
     fn first_definitions<'f>(
         &self,
-        files: &'f [PathBuf],
-    ) -> BTreeMap<&ResourceKey, (&'f Path, usize)> {
+        files: &'f [Arc<Path>],
+    ) -> BTreeMap<&ResourceKey, (&'f Arc<Path>, usize)> {
         let mut winners = BTreeMap::new();
         for file in files {
             for (n, object) in self.files[file].objects.iter().enumerate() {
-                winners.entry(&object.key).or_insert((file.as_path(), n));
+                winners.entry(&object.key).or_insert((file, n));
             }
         }
         winners
@@ -436,9 +439,9 @@ impl DirReader {
 
     fn collect(
         &self,
-        files: &[PathBuf],
-        winners: BTreeMap<&ResourceKey, (&Path, usize)>,
-        mut fresh: BTreeMap<&Path, Vec<Option<Resource>>>,
+        files: &[Arc<Path>],
+        winners: BTreeMap<&ResourceKey, (&Arc<Path>, usize)>,
+        mut fresh: BTreeMap<&Arc<Path>, Vec<Option<Resource>>>,
     ) -> DirRead {
         let mut problems = Vec::new();
         for file in files {
@@ -446,7 +449,7 @@ impl DirReader {
             let mut of_file = parsed.problems.clone();
             for (n, object) in parsed.objects.iter().enumerate() {
                 let (first_file, first_n) = winners[&object.key];
-                if (first_file, first_n) != (file.as_path(), n) {
+                if (first_file, first_n) != (file, n) {
                     of_file.push(Problem {
                         location: Location {
                             file: file.clone(),
@@ -455,7 +458,7 @@ impl DirReader {
                         kind: ProblemKind::Duplicate {
                             key: object.key.clone(),
                             first: Location {
-                                file: first_file.to_owned(),
+                                file: first_file.clone(),
                                 line: Some(self.files[first_file].objects[first_n].line),
                             },
                         },
@@ -480,7 +483,7 @@ impl DirReader {
                 key.clone(),
                 ReadObject {
                     location: Location {
-                        file: file.to_owned(),
+                        file: file.clone(),
                         line: Some(object.line),
                     },
                     digest: object.digest,

@@ -409,10 +409,10 @@ impl<S: UpdateSink> Watch<S> {
             .problems
             .iter()
             .filter(|problem| problem.may_hide_objects())
-            .map(|problem| problem.location.file.as_path())
+            .map(|problem| &*problem.location.file)
             .collect();
         for (key, sent) in &self.sent {
-            if !next.contains_key(key) && broken.contains(sent.location.file.as_path()) {
+            if !next.contains_key(key) && broken.contains(&*sent.location.file) {
                 tracing::warn!(
                     "keeping {key} as last read from {}: its file has a document that does not load",
                     sent.location

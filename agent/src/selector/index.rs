@@ -551,9 +551,13 @@ fn changed_keys<'a>(old: &'a LabelSet, new: &'a LabelSet) -> Vec<&'a str> {
     changed
 }
 
-/// Adds `item` to a sorted vector (once).
+/// Adds `item` to a sorted vector (once). Most endpoints match a selector or two: small
+/// vectors grow one at a time, not to Vec's first four.
 fn insert_sorted<T: Ord>(sorted: &mut Vec<T>, item: T) {
     if let Err(at) = sorted.binary_search(&item) {
+        if sorted.len() < 4 {
+            sorted.reserve_exact(1);
+        }
         sorted.insert(at, item);
     }
 }
