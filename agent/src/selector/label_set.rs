@@ -1,27 +1,30 @@
-//! Endpoints' labels as the index keeps them. 100,000 endpoints carry a few hundred
-//! distinct label strings: each string is stored once and shared, and an endpoint's labels
-//! are one sorted slice — one allocation per endpoint, where a map costs a tree node and
-//! two strings per label (about a kilobyte per endpoint, most of calc's memory).
+//! Endpoints' labels as the index keeps them. 100,000 endpoints carry a few thousand
+//! distinct labels: each (key, value) pair is stored once and shared, and an endpoint's
+//! labels are one sorted slice of pointers to them — one small allocation per endpoint,
+//! where a map costs a tree node and two strings per label (about a kilobyte per
+//! endpoint, most of calc's memory).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::Labels;
 
+type Label = (Arc<str>, Arc<str>);
+
 /// Labels sorted by key, each key once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LabelSet(Vec<(Arc<str>, Arc<str>)>);
+pub struct LabelSet(Vec<Arc<Label>>);
 
 impl LabelSet {
     pub const EMPTY: LabelSet = LabelSet(Vec::new());
 
     /// (key, value) pairs, in key order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.iter().map(|(key, value)| (&**key, &**value))
+        self.0.iter().map(|label| (&*label.0, &*label.1))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(key, _)| &**key)
+        self.0.iter().map(|label| &*label.0)
     }
 
     pub fn to_map(&self) -> BTreeMap<String, String> {
@@ -42,17 +45,19 @@ impl LabelSet {
 
 impl Labels for LabelSet {
     fn get(&self, key: &str) -> Option<&str> {
-        let at = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        let at = self.0.binary_search_by(|label| (*label.0).cmp(key)).ok()?;
         Some(&self.0[at].1)
     }
 }
 
-/// Makes [`LabelSet`]s that share their strings; forgets strings no set uses any more.
+/// Makes [`LabelSet`]s that share their labels and strings; forgets those no set uses any
+/// more.
 #[derive(Debug, Default)]
 pub struct LabelStrings {
     strings: HashSet<Arc<str>>,
-    /// How many strings to hold before looking for unused ones: twice what was in use at
-    /// the last look, so looking costs O(1) per string made.
+    labels: HashSet<Arc<Label>>,
+    /// How many labels and strings to hold before looking for unused ones: twice what was
+    /// in use at the last look, so looking costs O(1) per one made.
     purge_at: usize,
 }
 
@@ -65,22 +70,39 @@ impl LabelStrings {
         LabelSet(
             labels
                 .iter()
-                .map(|(key, value)| (self.share(key), self.share(value)))
+                .map(|(key, value)| self.share_label(key, value))
                 .collect(),
         )
+    }
+
+    fn share_label(&mut self, key: &str, value: &str) -> Arc<Label> {
+        let label = (self.share(key), self.share(value));
+        if let Some(shared) = self.labels.get(&label) {
+            return shared.clone();
+        }
+        self.purge_if_due();
+        let shared = Arc::new(label);
+        self.labels.insert(shared.clone());
+        shared
     }
 
     fn share(&mut self, text: &str) -> Arc<str> {
         if let Some(shared) = self.strings.get(text) {
             return shared.clone();
         }
-        if self.strings.len() >= self.purge_at {
-            self.strings.retain(|string| Arc::strong_count(string) > 1);
-            self.purge_at = (self.strings.len() * 2).max(MIN_PURGE);
-        }
+        self.purge_if_due();
         let shared: Arc<str> = Arc::from(text);
         self.strings.insert(shared.clone());
         shared
+    }
+
+    fn purge_if_due(&mut self) {
+        if self.strings.len().max(self.labels.len()) >= self.purge_at {
+            // Labels first: they hold strings.
+            self.labels.retain(|label| Arc::strong_count(label) > 1);
+            self.strings.retain(|string| Arc::strong_count(string) > 1);
+            self.purge_at = (self.strings.len().max(self.labels.len()) * 2).max(MIN_PURGE);
+        }
     }
 }
 
@@ -127,6 +149,11 @@ mod tests {
             strings.strings.len() <= 2 * MIN_PURGE,
             "{}",
             strings.strings.len()
+        );
+        assert!(
+            strings.labels.len() <= 2 * MIN_PURGE,
+            "{}",
+            strings.labels.len()
         );
     }
 }
