@@ -166,6 +166,10 @@ impl<D: Dataplane> Daemon<D> {
         if updates > 0 || interfaces_changed {
             self.metrics.observe_dataplane(self.dataplane.status());
         }
+        // Readiness last, so that whoever sees it ready also sees the maps' usage.
+        if updates > 0 {
+            self.metrics.observe(&self.calc, self.pruned);
+        }
         // Debug questions see the state after this batch.
         for (request, reply) in debug {
             let _ = reply.send(self.answer(&request));
@@ -198,7 +202,6 @@ impl<D: Dataplane> Daemon<D> {
                 }
             }
         }
-        self.metrics.observe(&self.calc, self.pruned);
     }
 
     fn refresh_interfaces(&mut self) {
