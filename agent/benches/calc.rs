@@ -3,80 +3,16 @@
 //! endpoint (so all 1,000 sets are live). Prints `BENCH <name> <value> <unit>` lines and
 //! a table with the targets.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use fedwall::bench::{
+    REMOTE_CLUSTERS as CLUSTERS, REMOTE_ENDPOINTS as ENDPOINTS, SELECTORS, cluster_name,
+    cluster_of, gateway_pod, initial_app, peak_rss_mib, policy, remote_pod,
+};
 use fedwall::calc::{Calc, CalcConfig};
 use fedwall::datastore::{Origin, Update};
-use fedwall::model::resources::{
-    EntityRule, GlobalNetworkPolicy, ObjectMeta, Pod, PodSpec, PodStatus, PolicyRule, PolicySpec,
-    Resource,
-};
 
-const ENDPOINTS: usize = 100_000;
-const SELECTORS: usize = 1_000;
-const CLUSTERS: usize = 3;
 const RELABELS: usize = 2_000;
-
-fn pod(origin_index: usize, i: usize, app: usize, node: &str) -> Resource {
-    let labels = BTreeMap::from([
-        ("app".to_owned(), format!("app{app}")),
-        ("tier".to_owned(), ["web", "api", "db"][i % 3].to_owned()),
-        ("zone".to_owned(), format!("z{}", i % 7)),
-    ]);
-    Resource::Pod(Pod {
-        metadata: ObjectMeta {
-            name: format!("pod-{i}"),
-            namespace: Some(format!("ns{}", i % 50)),
-            labels,
-        },
-        spec: PodSpec {
-            node_name: Some(node.to_owned()),
-            ..PodSpec::default()
-        },
-        status: PodStatus {
-            phase: Some("Running".into()),
-            pod_ip: Some(format!(
-                "10.{}.{}.{}",
-                100 + origin_index,
-                (i / 250) % 256,
-                i % 250 + 1
-            )),
-            pod_ips: Vec::new(),
-        },
-    })
-}
-
-/// A mix of the selector shapes policies use: equality, sets, and conjunctions.
-fn rule_selector(n: usize) -> String {
-    match n % 10 {
-        0..=6 => format!("app == 'app{n}'"),
-        7 | 8 => format!("app in {{'app{n}', 'app{}'}}", (n + 1) % SELECTORS),
-        _ => format!("has(zone) && app == 'app{n}' && tier != 'db'"),
-    }
-}
-
-fn policy(n: usize) -> Resource {
-    Resource::GlobalNetworkPolicy(GlobalNetworkPolicy {
-        metadata: ObjectMeta {
-            name: format!("policy-{n:04}"),
-            ..ObjectMeta::default()
-        },
-        spec: PolicySpec {
-            order: Some(n as f64),
-            selector: Some("role == 'gateway'".into()),
-            ingress: vec![PolicyRule {
-                action: "Allow".into(),
-                source: EntityRule {
-                    selector: Some(rule_selector(n)),
-                    ..EntityRule::default()
-                },
-                ..PolicyRule::default()
-            }],
-            ..PolicySpec::default()
-        },
-    })
-}
 
 /// CPU time of this thread: unlike wall time, unaffected by other work on the machine.
 fn thread_cpu_time() -> Duration {
@@ -89,33 +25,9 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn rss_peak_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn main() {
     // Inputs are made one at a time, as a datastore streams them; only calc is timed.
-    let gateway = Resource::Pod(Pod {
-        metadata: ObjectMeta {
-            name: "gateway".into(),
-            namespace: Some("edge".into()),
-            labels: BTreeMap::from([("role".to_owned(), "gateway".to_owned())]),
-        },
-        spec: PodSpec {
-            node_name: Some("node-1".into()),
-            ..PodSpec::default()
-        },
-        status: PodStatus {
-            phase: Some("Running".into()),
-            pod_ip: Some("10.0.0.1".into()),
-            pod_ips: Vec::new(),
-        },
-    });
+    let gateway = gateway_pod("gateway", "node-1", "10.0.0.1");
     let inputs = std::iter::once(Update::Set {
         origin: Origin::Local,
         resource: gateway,
@@ -124,12 +36,9 @@ fn main() {
         origin: Origin::Local,
         resource: policy(n),
     }))
-    .chain((0..ENDPOINTS).map(|i| {
-        let cluster = i % CLUSTERS;
-        Update::Set {
-            origin: Origin::Remote(format!("cluster-{cluster}")),
-            resource: pod(cluster, i, i % SELECTORS, "remote-node"),
-        }
+    .chain((0..ENDPOINTS).map(|i| Update::Set {
+        origin: Origin::Remote(cluster_name(cluster_of(i))),
+        resource: remote_pod(i, initial_app(i)),
     }));
 
     let mut calc = Calc::new(CalcConfig {
@@ -163,10 +72,9 @@ fn main() {
     let mut changed = 0usize;
     for k in 0..RELABELS {
         let i = (k * 7919) % ENDPOINTS;
-        let cluster = i % CLUSTERS;
         let update = Update::Set {
-            origin: Origin::Remote(format!("cluster-{cluster}")),
-            resource: pod(cluster, i, (i + k + 1) % SELECTORS, "remote-node"),
+            origin: Origin::Remote(cluster_name(cluster_of(i))),
+            resource: remote_pod(i, (i + k + 1) % SELECTORS),
         };
         let t = Instant::now();
         calc.apply(&update);
@@ -177,7 +85,7 @@ fn main() {
     samples.sort_unstable();
     let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
     let (p50, p99) = (pct(0.50), pct(0.99));
-    let rss = rss_peak_mib();
+    let rss = peak_rss_mib("self");
 
     let initial_ms = initial.as_secs_f64() * 1e3;
     let p50_us = p50.as_secs_f64() * 1e6;

@@ -1,6 +1,7 @@
 //! fedwall's agent library: every layer of ARCHITECTURE.md lives here as a module, so the
 //! binary, the xtask benchmarks and the tests/ crate share one implementation.
 
+pub mod bench;
 pub mod calc;
 pub mod cli;
 pub mod daemon;

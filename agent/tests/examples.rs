@@ -10,6 +10,7 @@ use fedwall::calc::{Calc, CalcConfig};
 use fedwall::datastore::{
     FederatedFileSource, FederatedSnapshot, Origin, RemoteClusterState, Update, read_federated,
 };
+use fedwall::model::resources::Resource;
 use fedwall::selector::Selector;
 
 fn cluster_a() -> PathBuf {
@@ -131,6 +132,23 @@ fn every_example_object_converts_and_clients_of_every_cluster_match() {
         matching(&calc, "role == 'node'"),
         ["a-node-1/a-node-1-eth0", "cluster-c/c-node-1/c-node-1-eth0"]
     );
+}
+
+#[test]
+fn every_example_object_written_as_a_manifest_reads_back_the_same() {
+    for update in updates(&read_examples()) {
+        let Update::Set { resource, .. } = update else {
+            continue;
+        };
+        let text = resource
+            .to_manifest()
+            .unwrap_or_else(|e| panic!("{}: {e}", resource.key()));
+        let value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let read = Resource::from_yaml(value).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(read, resource, "{text}");
+        // It starts with apiVersion and kind: the one-pass reading gives the same.
+        assert_eq!(Resource::from_yaml_text(&text), Some(resource), "{text}");
+    }
 }
 
 #[test]

@@ -25,8 +25,8 @@ use crate::dataplane::{Delta, EndpointName, IpSetId, LocalEndpoint, NatPool};
 use crate::datastore::{Origin, RemoteClusterState, Update};
 use crate::model::resources::{HostEndpoint, Kind, LabelMap, Pod, Resource, ResourceKey};
 use crate::model::{Cluster, Endpoint, NamedPort, Policy, PolicyKey, endpoint, nat_pool, policy};
-use crate::selector::Selector;
 use crate::selector::index::{LabelIndex, MatchChange};
+use crate::selector::{LabelSet, Selector};
 
 /// What this calc instance computes for.
 #[derive(Clone, Debug, Default)]
@@ -131,9 +131,10 @@ impl Calc {
         }
     }
 
-    /// Every endpoint of every cluster with its labels, in no particular order.
-    pub fn endpoints(&self) -> impl Iterator<Item = (&Endpoint, &LabelMap)> {
-        static NO_LABELS: LabelMap = LabelMap::new();
+    /// Every endpoint of every cluster with its labels, in no particular order. Its `len()`
+    /// counts them without looking at any.
+    pub fn endpoints(&self) -> impl ExactSizeIterator<Item = (&Endpoint, &LabelSet)> {
+        static NO_LABELS: LabelSet = LabelSet::EMPTY;
         self.endpoints.iter().map(|(id, ep)| {
             (
                 ep,
@@ -143,7 +144,7 @@ impl Calc {
     }
 
     /// Objects that could not be used, by origin and object.
-    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+    pub fn problems(&self) -> impl ExactSizeIterator<Item = &Problem> {
         self.problems.values()
     }
 
@@ -169,7 +170,7 @@ impl Calc {
     }
 
     /// The valid policies, by key.
-    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = &Policy> {
         self.policies.values()
     }
 
@@ -347,7 +348,7 @@ impl Calc {
             let mut labels = self
                 .rule_index
                 .endpoint_labels(&id)
-                .cloned()
+                .map(LabelSet::to_map)
                 .unwrap_or_default();
             let sa = labels
                 .get(endpoint::LABEL_SERVICE_ACCOUNT)
@@ -440,7 +441,11 @@ impl Calc {
             None => (None, None),
         };
         let old = self.endpoints.remove(&id);
-        if old == new && self.rule_index.endpoint_labels(&id) == new_labels.as_ref() {
+        let same_labels = match (self.rule_index.endpoint_labels(&id), &new_labels) {
+            (Some(old), Some(new)) => old.equals_map(new),
+            (old, new) => old.is_none() && new.is_none(),
+        };
+        if old == new && same_labels {
             if let Some(old) = old {
                 self.endpoints.insert(id, old);
             }
@@ -815,7 +820,7 @@ impl Calc {
     }
 
     /// The local endpoints' current desired state.
-    pub fn local_endpoints(&self) -> impl Iterator<Item = &LocalEndpoint> {
+    pub fn local_endpoints(&self) -> impl ExactSizeIterator<Item = &LocalEndpoint> {
         self.local.values().map(|c| &c.endpoint)
     }
 }

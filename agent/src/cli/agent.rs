@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Sender};
 
 use anyhow::Context as _;
 use clap::Args;
 
 use super::DatastoreArg;
 use crate::calc::CalcConfig;
-use crate::daemon::{Daemon, DebugRequest, Event, EventSink, Metrics, debug, http};
+use crate::daemon::{
+    Daemon, DebugRequest, Event, EventSender, EventSink, Metrics, debug, event_channel, http,
+};
 use crate::dataplane::{KernelDataplane, RouteLookup, Uplink, UplinkChoice, netlink};
 use crate::datastore::FederatedFileSource;
 use crate::paths::{DEFAULT_LISTEN, DEFAULT_PIN_ROOT, DEFAULT_SOCKET};
@@ -87,7 +88,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     report_uplinks(&uplinks);
 
     let metrics = Arc::new(Metrics::default());
-    let (events, receiver) = mpsc::channel();
+    let (events, receiver) = event_channel();
     let bound = http::serve(args.listen, metrics.clone())
         .with_context(|| format!("serving HTTP on --listen {}", args.listen))?;
     debug::serve(&args.socket, events.clone()).with_context(|| {
@@ -182,7 +183,7 @@ fn block_shutdown_signals() -> anyhow::Result<libc::sigset_t> {
     Ok(set)
 }
 
-fn spawn_signal_thread(set: libc::sigset_t, events: Sender<Event>) -> anyhow::Result<()> {
+fn spawn_signal_thread(set: libc::sigset_t, events: EventSender) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("fedwall-signals".into())
         .spawn(move || {
@@ -198,7 +199,7 @@ fn spawn_signal_thread(set: libc::sigset_t, events: Sender<Event>) -> anyhow::Re
 }
 
 /// Link and route changes wake the main loop to look for pods' interfaces again.
-fn spawn_interface_watch(events: Sender<Event>) -> anyhow::Result<()> {
+fn spawn_interface_watch(events: EventSender) -> anyhow::Result<()> {
     let changes = netlink::Changes::subscribe().context("subscribing to link and route changes")?;
     std::thread::Builder::new()
         .name("fedwall-netlink".into())

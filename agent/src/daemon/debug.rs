@@ -6,13 +6,13 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use super::{DebugRequest, DebugResponse, Event};
+use super::{DebugRequest, DebugResponse, Event, EventSender};
 
 /// Listens on `path` (replacing a stale socket) and forwards requests to the main loop.
-pub fn serve(path: &Path, events: Sender<Event>) -> std::io::Result<()> {
+pub fn serve(path: &Path, events: EventSender) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -35,7 +35,7 @@ pub fn serve(path: &Path, events: Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn respond(stream: UnixStream, events: &Sender<Event>) -> std::io::Result<()> {
+fn respond(stream: UnixStream, events: &EventSender) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
     let mut reader = BufReader::new(stream);

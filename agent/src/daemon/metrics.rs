@@ -73,11 +73,12 @@ impl Metrics {
                 Origin::Remote(name) => format!("RemoteClusterConfiguration({name})"),
             })
             .collect();
+        // Counted, not walked: this runs after every batch.
         let counts = (
-            calc.local_endpoints().count(),
-            calc.endpoints().count(),
-            calc.policies().count(),
-            calc.problems().count(),
+            calc.local_endpoints().len(),
+            calc.endpoints().len(),
+            calc.policies().len(),
+            calc.problems().len(),
         );
         self.with(|s| {
             s.ready = programmed;

@@ -13,7 +13,7 @@ pub mod metrics;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
 use crate::calc::eval::{EvalReport, eval};
@@ -80,9 +80,19 @@ pub enum DebugResponse {
     Error(String),
 }
 
+/// Where the main loop's events are sent from.
+pub type EventSender = SyncSender<Event>;
+
+/// The main loop's channel. Bounded: a source that reads faster than calc takes its
+/// updates (the first read of 100,000 remote pods) waits, rather than queueing every object
+/// it parsed — which made the agent's peak memory hold the whole datastore twice.
+pub fn event_channel() -> (EventSender, Receiver<Event>) {
+    mpsc::sync_channel(MAX_BATCH)
+}
+
 /// A datastore source's updates, into the main loop's channel.
 #[derive(Clone)]
-pub struct EventSink(pub Sender<Event>);
+pub struct EventSink(pub EventSender);
 
 impl UpdateSink for EventSink {
     fn send(&mut self, update: Update) -> Result<(), SinkClosed> {
@@ -186,6 +196,10 @@ impl<D: Dataplane> Daemon<D> {
         if updates > 0 || interfaces_changed {
             self.metrics.observe_dataplane(self.dataplane.status());
         }
+        // Readiness last, so that whoever sees it ready also sees the maps' usage.
+        if updates > 0 {
+            self.metrics.observe(&self.calc, self.pruned);
+        }
         // Debug questions see the state after this batch.
         for (request, reply) in debug {
             let _ = reply.send(self.answer(&request));
@@ -218,7 +232,6 @@ impl<D: Dataplane> Daemon<D> {
                 }
             }
         }
-        self.metrics.observe(&self.calc, self.pruned);
     }
 
     /// Once per tick: flow events to the log, fresh counters, and now and then a look at

@@ -5,7 +5,6 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::{Daemon, DebugRequest, DebugResponse, Event, EventSink, Metrics, debug, http};
@@ -90,7 +89,7 @@ fn the_agent_programs_its_datastore_becomes_ready_and_answers_on_its_socket() {
     let metrics = Arc::new(Metrics::default());
     let addr =
         http::serve("127.0.0.1:0".parse().expect("addr"), metrics.clone()).expect("serve HTTP");
-    let (events, receiver) = mpsc::channel();
+    let (events, receiver) = super::event_channel();
     debug::serve(&socket, events.clone()).expect("serve the debug socket");
     let config = CalcConfig {
         node: "n1".into(),

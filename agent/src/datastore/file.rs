@@ -7,20 +7,24 @@
 //! it (see examples/). Hidden files (editor swap files, Kubernetes' `..data` links) are
 //! skipped; symbolic links to files are followed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
+use std::hash::{BuildHasher as _, RandomState};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::datastore::manifest::{DocumentError, split_documents};
+use crate::datastore::manifest::{Digest, DocumentError, split_documents};
 use crate::model::resources::{Resource, ResourceKey};
 
 /// Where an object or a problem was found.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Location {
-    pub file: PathBuf,
+    /// Shared by every object and problem of the file.
+    pub file: Arc<Path>,
     /// 1-based; absent for a problem with a whole file.
     pub line: Option<usize>,
 }
@@ -127,36 +131,27 @@ pub(crate) fn os_message(error: &io::Error) -> String {
 /// Reads every manifest of `dir`. Problems with files and documents are in the snapshot;
 /// only a directory that cannot be listed is an error.
 pub fn read_dir(dir: &Path) -> Result<DirSnapshot, FileDatastoreError> {
-    let unreadable = |error| FileDatastoreError::UnreadableDirectory {
+    let mut read = DirReader::new(dir).read(|_| None, None)?;
+    let objects = read
+        .objects
+        .into_iter()
+        // A first read parses every file, so every object comes with its resource.
+        .filter_map(|(key, object)| {
+            let resource = read.resources.remove(&key)?;
+            Some((
+                key,
+                LoadedObject {
+                    resource,
+                    location: object.location,
+                },
+            ))
+        })
+        .collect();
+    Ok(DirSnapshot {
         dir: dir.to_owned(),
-        error,
-    };
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(unreadable)? {
-        let name = entry.map_err(unreadable)?.file_name();
-        if is_manifest_name(&name) {
-            files.push(dir.join(name));
-        }
-    }
-    files.sort();
-    let mut snapshot = DirSnapshot {
-        dir: dir.to_owned(),
-        ..DirSnapshot::default()
-    };
-    for file in files {
-        // Following links; a directory or socket named like a manifest is not one.
-        if !fs::metadata(&file).is_ok_and(|m| m.is_file()) {
-            continue;
-        }
-        match fs::read_to_string(&file) {
-            Ok(text) => snapshot.add_text(&file, &text),
-            Err(error) => snapshot.problems.push(Problem {
-                location: Location { file, line: None },
-                kind: ProblemKind::UnreadableFile(os_message(&error)),
-            }),
-        }
-    }
-    Ok(snapshot)
+        objects,
+        problems: read.problems,
+    })
 }
 
 /// `*.yaml` and `*.yml`, not hidden: editors' swap and backup files (`.x.swp`, `x.yaml~`,
@@ -168,53 +163,340 @@ fn is_manifest_name(name: &OsStr) -> bool {
 }
 
 impl DirSnapshot {
-    /// Adds the documents of one file's text, as read from `file`.
-    pub fn add_text(&mut self, file: &Path, text: &str) {
-        for document in split_documents(text) {
-            let location = Location {
-                file: file.to_owned(),
-                line: Some(document.line),
-            };
-            match document.parse() {
-                Ok(resource) => self.add_object(resource, location),
-                Err(error) => self.problems.push(Problem {
-                    location,
-                    kind: ProblemKind::Document(error),
-                }),
-            }
-        }
-    }
-
     /// Drops every object of a kind a remote cluster does not contribute (policies, pools,
     /// its own RemoteClusterConfigurations): only endpoint data is federated.
     pub fn retain_federated_kinds(&mut self) {
-        self.objects.retain(|key, object| {
-            let federated = key.kind.is_federated();
-            if !federated {
-                tracing::debug!("{key} at {} is not federated; ignored", object.location);
-            }
-            federated
-        });
-    }
-
-    fn add_object(&mut self, resource: Resource, location: Location) {
-        let key = resource.key();
-        match self.objects.get(&key) {
-            Some(first) => {
-                let first = first.location.clone();
-                self.problems.push(Problem {
-                    location,
-                    kind: ProblemKind::Duplicate { key, first },
-                });
-            }
-            None => {
-                self.objects
-                    .insert(key, LoadedObject { resource, location });
-            }
-        }
+        self.objects
+            .retain(|key, object| is_federated(key, &object.location));
     }
 }
 
+/// Whether an object of a remote cluster counts; logs the ones that do not.
+pub(crate) fn is_federated(key: &ResourceKey, location: &Location) -> bool {
+    let federated = key.kind.is_federated();
+    if !federated {
+        tracing::debug!("{key} at {location} is not federated; ignored");
+    }
+    federated
+}
+
+/// How long ago a file must have last changed for its timestamps to tell a later change
+/// apart (coarse file system clocks tick in milliseconds, some in seconds). A file changed
+/// more recently is parsed again at every read until it has settled.
+const SETTLED: Duration = Duration::from_secs(2);
+
+/// Reads one directory again and again, parsing only the files that changed since the last
+/// read: an edit to one small file of a directory of 30,000 pods costs that file's parse.
+/// What it keeps of each file is a digest per object, not the objects.
+#[derive(Debug)]
+pub(crate) struct DirReader {
+    dir: PathBuf,
+    files: BTreeMap<Arc<Path>, ParsedFile>,
+    /// [`SETTLED`], but for tests.
+    settled: Duration,
+}
+
+/// What one file held when it was last parsed.
+#[derive(Debug)]
+struct ParsedFile {
+    /// `None` when the file must be parsed again at the next read: it had not settled, or
+    /// could not be read.
+    fingerprint: Option<Fingerprint>,
+    /// Every document that loaded, in file order.
+    objects: Vec<ObjectDigest>,
+    /// The documents that did not load, or the file itself.
+    problems: Vec<Problem>,
+}
+
+#[derive(Debug)]
+struct ObjectDigest {
+    key: ResourceKey,
+    line: usize,
+    digest: Digest,
+}
+
+/// Which content a file has, as far as its metadata tells: any write changes the change
+/// time, which no one can set back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl Fingerprint {
+    /// Following links; `None` for anything but a regular file.
+    fn of(file: &Path) -> Option<Fingerprint> {
+        use std::os::unix::fs::MetadataExt as _;
+        let metadata = fs::metadata(file).ok().filter(fs::Metadata::is_file)?;
+        Some(Fingerprint {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified: (metadata.mtime(), metadata.mtime_nsec()),
+            changed: (metadata.ctime(), metadata.ctime_nsec()),
+        })
+    }
+
+    fn has_settled(&self, settled: Duration) -> bool {
+        let settled_before = SystemTime::now()
+            .checked_sub(settled)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        settled_before.is_some_and(|before| {
+            let (seconds, nanos) = self.changed;
+            u64::try_from(seconds).is_ok_and(|seconds| {
+                Duration::new(seconds, u32::try_from(nanos).unwrap_or(0)) < before
+            })
+        })
+    }
+}
+
+/// Takes objects as soon as their file is parsed: key, where, digest, the object.
+pub(crate) type EarlyObjects<'a> = dyn FnMut(&ResourceKey, Location, Digest, Resource) + 'a;
+
+/// One read of a directory: every object it defines (the first definition of each), and
+/// the problems, in file order then line order.
+#[derive(Debug)]
+pub(crate) struct DirRead {
+    pub objects: BTreeMap<ResourceKey, ReadObject>,
+    /// The objects parsed by this read and not taken early. An object whose file was not
+    /// parsed (it had not changed) has the digest the reader was told is held.
+    pub resources: BTreeMap<ResourceKey, Resource>,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ReadObject {
+    pub location: Location,
+    pub digest: Digest,
+}
+
+impl DirReader {
+    pub fn new(dir: impl Into<PathBuf>) -> DirReader {
+        DirReader {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+            settled: SETTLED,
+        }
+    }
+
+    /// Reads the directory. `held` is the digest the caller holds for an object: an object
+    /// from an unchanged file whose digest differs (a duplicate that now comes first) has
+    /// its file parsed, so that every object the caller lacks comes with its resource.
+    ///
+    /// `early`, if given, takes each object the caller lacks as soon as its file is parsed
+    /// (files are parsed in name order, so the first definition comes first) rather than
+    /// in the result: a first read of a large directory then streams instead of holding
+    /// every object at once.
+    pub fn read(
+        &mut self,
+        held: impl Fn(&ResourceKey) -> Option<Digest>,
+        mut early: Option<&mut EarlyObjects<'_>>,
+    ) -> Result<DirRead, FileDatastoreError> {
+        let files = self.list()?;
+        self.files.retain(|file, _| files.contains(file));
+        // Resources of the files parsed by this read, by file, in document order.
+        let mut fresh: BTreeMap<&Arc<Path>, Vec<Option<Resource>>> = BTreeMap::new();
+        // Keys met so far, as hashes: a collision only sends that object with the rest.
+        let mut seen = HashSet::new();
+        let hasher = RandomState::new();
+        for file in &files {
+            let unchanged = self.files.get(file).is_some_and(|parsed| {
+                parsed.fingerprint.is_some() && parsed.fingerprint == Fingerprint::of(file)
+            });
+            let mut resources = if unchanged {
+                None
+            } else {
+                Some(self.parse(file))
+            };
+            if let Some(early) = early.as_mut() {
+                for (n, object) in self.files[file].objects.iter().enumerate() {
+                    let first = seen.insert(hasher.hash_one(&object.key));
+                    let resource = resources.as_mut().and_then(|r| r.get_mut(n));
+                    if first
+                        && held(&object.key) != Some(object.digest)
+                        && let Some(resource) = resource.and_then(Option::take)
+                    {
+                        let location = Location {
+                            file: file.clone(),
+                            line: Some(object.line),
+                        };
+                        early(&object.key, location, object.digest, resource);
+                    }
+                }
+            }
+            if let Some(mut resources) = resources {
+                if resources.iter().all(Option::is_none) {
+                    // All taken early: the file was parsed, nothing of it is held.
+                    resources = Vec::new();
+                }
+                fresh.insert(file, resources);
+            }
+        }
+        loop {
+            let winners = self.first_definitions(&files);
+            let lacking: BTreeSet<&Arc<Path>> = winners
+                .iter()
+                .filter(|(key, (file, n))| {
+                    !fresh.contains_key(file)
+                        && held(key) != Some(self.files[*file].objects[*n].digest)
+                })
+                .map(|(_, (file, _))| *file)
+                .collect();
+            if lacking.is_empty() {
+                return Ok(self.collect(&files, winners, fresh));
+            }
+            for file in lacking {
+                fresh.insert(file, self.parse(file));
+            }
+        }
+    }
+
+    /// The directory's manifests, in name order.
+    fn list(&self) -> Result<Vec<Arc<Path>>, FileDatastoreError> {
+        let unreadable = |error| FileDatastoreError::UnreadableDirectory {
+            dir: self.dir.clone(),
+            error,
+        };
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(unreadable)? {
+            let name = entry.map_err(unreadable)?.file_name();
+            // Following links; a directory or socket named like a manifest is not one.
+            let file = self.dir.join(&name);
+            if is_manifest_name(&name) && fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+                files.push(Arc::from(file));
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Parses one file, remembers its digests, and returns its resources (each to be taken
+    /// once).
+    fn parse(&mut self, file: &Arc<Path>) -> Vec<Option<Resource>> {
+        let before = Fingerprint::of(file);
+        let mut parsed = ParsedFile {
+            fingerprint: None,
+            objects: Vec::new(),
+            problems: Vec::new(),
+        };
+        let mut resources = Vec::new();
+        match fs::read_to_string(file) {
+            Ok(text) => {
+                for document in split_documents(&text) {
+                    let location = Location {
+                        file: file.clone(),
+                        line: Some(document.line),
+                    };
+                    match document.parse() {
+                        Ok(resource) => {
+                            parsed.objects.push(ObjectDigest {
+                                key: resource.key(),
+                                line: document.line,
+                                digest: document.digest(),
+                            });
+                            resources.push(Some(resource));
+                        }
+                        Err(error) => parsed.problems.push(Problem {
+                            location,
+                            kind: ProblemKind::Document(error),
+                        }),
+                    }
+                }
+                // Unchanged while it was read, and old enough that a later write shows.
+                parsed.fingerprint = before
+                    .filter(|before| Some(*before) == Fingerprint::of(file))
+                    .filter(|fingerprint| fingerprint.has_settled(self.settled));
+            }
+            Err(error) => parsed.problems.push(Problem {
+                location: Location {
+                    file: file.clone(),
+                    line: None,
+                },
+                kind: ProblemKind::UnreadableFile(os_message(&error)),
+            }),
+        }
+        parsed.objects.shrink_to_fit();
+        self.files.insert(file.clone(), parsed);
+        resources
+    }
+
+    /// Where each object is first defined: its file and its index among the file's objects.
+    fn first_definitions<'f>(
+        &self,
+        files: &'f [Arc<Path>],
+    ) -> BTreeMap<&ResourceKey, (&'f Arc<Path>, usize)> {
+        let mut winners = BTreeMap::new();
+        for file in files {
+            for (n, object) in self.files[file].objects.iter().enumerate() {
+                winners.entry(&object.key).or_insert((file, n));
+            }
+        }
+        winners
+    }
+
+    fn collect(
+        &self,
+        files: &[Arc<Path>],
+        winners: BTreeMap<&ResourceKey, (&Arc<Path>, usize)>,
+        mut fresh: BTreeMap<&Arc<Path>, Vec<Option<Resource>>>,
+    ) -> DirRead {
+        let mut problems = Vec::new();
+        for file in files {
+            let parsed = &self.files[file];
+            let mut of_file = parsed.problems.clone();
+            for (n, object) in parsed.objects.iter().enumerate() {
+                let (first_file, first_n) = winners[&object.key];
+                if (first_file, first_n) != (file, n) {
+                    of_file.push(Problem {
+                        location: Location {
+                            file: file.clone(),
+                            line: Some(object.line),
+                        },
+                        kind: ProblemKind::Duplicate {
+                            key: object.key.clone(),
+                            first: Location {
+                                file: first_file.clone(),
+                                line: Some(self.files[first_file].objects[first_n].line),
+                            },
+                        },
+                    });
+                }
+            }
+            of_file.sort_by(|a, b| a.location.cmp(&b.location));
+            problems.extend(of_file);
+        }
+        let mut objects = BTreeMap::new();
+        let mut resources = BTreeMap::new();
+        for (key, (file, n)) in winners {
+            let object = &self.files[file].objects[n];
+            let resource = fresh
+                .get_mut(file)
+                .and_then(|resources| resources.get_mut(n))
+                .and_then(Option::take);
+            if let Some(resource) = resource {
+                resources.insert(key.clone(), resource);
+            }
+            objects.insert(
+                key.clone(),
+                ReadObject {
+                    location: Location {
+                        file: file.clone(),
+                        line: Some(object.line),
+                    },
+                    digest: object.digest,
+                },
+            );
+        }
+        DirRead {
+            objects,
+            resources,
+            problems,
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +605,85 @@ mod tests {
         let snapshot = read_dir(dir.path()).expect("the directory exists");
         assert_eq!(names(&snapshot), ["Namespace(a)"]);
         assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
+    }
+
+    /// A reader that trusts timestamps at once, as if every file had settled.
+    fn trusting_reader(dir: &TestDir) -> DirReader {
+        DirReader {
+            settled: Duration::ZERO,
+            ..DirReader::new(dir.path())
+        }
+    }
+
+    /// The digest each object of `read` has, as a caller holding all of them would answer.
+    fn held(read: &DirRead) -> impl Fn(&ResourceKey) -> Option<Digest> + '_ {
+        |key| read.objects.get(key).map(|object| object.digest)
+    }
+
+    fn parsed_names(read: &DirRead) -> Vec<String> {
+        read.objects
+            .iter()
+            .filter(|(key, _)| read.resources.contains_key(key))
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_reread_parses_only_the_files_that_changed() {
+        let dir = TestDir::new();
+        dir.write("a.yaml", &namespace("a"));
+        dir.write("b.yaml", &namespace("b"));
+        let mut reader = trusting_reader(&dir);
+        let first = reader.read(|_| None, None).expect("readable");
+        assert_eq!(parsed_names(&first), ["Namespace(a)", "Namespace(b)"]);
+        dir.write("b.yaml", &[namespace("b"), namespace("c")].join("---\n"));
+        let second = reader.read(held(&first), None).expect("readable");
+        assert_eq!(parsed_names(&second), ["Namespace(b)", "Namespace(c)"]);
+        assert_eq!(second.objects.len(), 3);
+        assert_eq!(
+            second.objects[&first_key(&second, "a")].digest,
+            first.objects[&first_key(&first, "a")].digest
+        );
+    }
+
+    fn first_key(read: &DirRead, name: &str) -> ResourceKey {
+        read.objects
+            .keys()
+            .find(|key| key.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", read.objects.keys()))
+            .clone()
+    }
+
+    #[test]
+    fn a_file_rewritten_within_its_timestamps_resolution_is_parsed_again() {
+        let dir = TestDir::new();
+        dir.write("a.yaml", &namespace("a"));
+        // The real reader: a file changed just now may change again within the same tick
+        // of the file system's clock, with the same size.
+        let mut reader = DirReader::new(dir.path());
+        let first = reader.read(|_| None, None).expect("readable");
+        dir.write("a.yaml", &namespace("z"));
+        let second = reader.read(held(&first), None).expect("readable");
+        assert_eq!(parsed_names(&second), ["Namespace(z)"]);
+    }
+
+    #[test]
+    fn a_duplicate_that_comes_first_after_an_edit_is_parsed_from_its_unchanged_file() {
+        let dir = TestDir::new();
+        let labelled = |team: &str| format!("{}  labels: {{team: {team}}}\n", namespace("x"));
+        dir.write("a.yaml", &labelled("a"));
+        dir.write("b.yaml", &labelled("b"));
+        let mut reader = trusting_reader(&dir);
+        let first = reader.read(|_| None, None).expect("readable");
+        assert_eq!(first.problems.len(), 1, "{:?}", first.problems);
+        dir.write("a.yaml", &namespace("other"));
+        let second = reader.read(held(&first), None).expect("readable");
+        let x = second.resources.get(&first_key(&second, "x"));
+        let Some(Resource::Namespace(namespace)) = x else {
+            panic!("b.yaml's x, parsed: {x:?}");
+        };
+        assert_eq!(namespace.metadata.labels["team"], "b");
+        assert!(second.problems.is_empty(), "{:?}", second.problems);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! [`Resource`], keeping the line every document starts on, so that a problem can be
 //! reported as `file:line` and the file's other documents still load.
 
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::OnceLock;
+
 use crate::model::resources::{Resource, ResourceError};
 
 /// One document of a manifest file.
@@ -117,9 +120,23 @@ impl PendingDocument {
     }
 }
 
+/// What a document's text digests to. Equal texts declare equal objects, so an object whose
+/// document kept its digest need not be parsed or sent again. SipHash under a key drawn once
+/// per process: a manifest's author cannot make two documents collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digest(u64);
+
 impl Document<'_> {
+    pub fn digest(&self) -> Digest {
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        Digest(KEY.get_or_init(RandomState::new).hash_one(self.text))
+    }
+
     /// Parses the document into the resource it declares.
     pub fn parse(&self) -> Result<Resource, DocumentError> {
+        if let Some(resource) = Resource::from_yaml_text(self.text) {
+            return Ok(resource);
+        }
         let value = match serde_yaml::from_str::<serde_yaml::Value>(self.text) {
             Ok(value) => value,
             Err(_) => return Err(DocumentError::Syntax(self.located_syntax_error())),

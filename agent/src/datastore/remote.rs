@@ -127,7 +127,7 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
         let origin = Origin::Remote(name.clone());
         let source = match &target {
             RemoteTarget::Directory(dir) => {
-                let keys: Vec<ResourceKey> = known.keys().cloned().collect();
+                let keys = sorted_keys(&known);
                 match FileSource::spawn_retrying(dir.clone(), origin, self.sink.clone(), known) {
                     Ok(source) => Some(source),
                     Err(error) => {
@@ -143,7 +143,7 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
             RemoteTarget::Unavailable(state) => {
                 // The configuration no longer says where the cluster's data is: what was
                 // read before cannot be kept up to date.
-                self.delete_all(&name, known.into_keys().collect())?;
+                self.delete_all(&name, sorted_keys(&known))?;
                 self.send_state(&name, state.clone())?;
                 None
             }
@@ -156,7 +156,7 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
         match self.clusters.remove(name) {
             Some(cluster) => {
                 tracing::info!(cluster = %name, "remote cluster removed");
-                self.delete_all(name, cluster.stop().into_keys().collect())
+                self.delete_all(name, sorted_keys(&cluster.stop()))
             }
             None => Ok(()),
         }
@@ -178,6 +178,13 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
             state,
         })
     }
+}
+
+/// What a stopped source's receiver holds, in key order: deleted in a stable order.
+fn sorted_keys(objects: &Objects) -> Vec<ResourceKey> {
+    let mut keys: Vec<ResourceKey> = objects.keys().cloned().collect();
+    keys.sort_unstable();
+    keys
 }
 
 /// `--datastore file:DIR` with federation: the local directory's source, plus a source per
@@ -383,9 +390,10 @@ mod tests {
         let seen = until(&updates, "cluster b in sync", is_state("b", in_sync));
         let (states, changes) = about("b", &seen);
         assert_eq!(states, CONNECTED);
+        // In file order: a first read sends each file's objects as soon as it is parsed.
         assert_eq!(
             changes,
-            ["+Pod(shop/client)", "+Pod(shop/web)", "+Namespace(shop)"]
+            ["+Namespace(shop)", "+Pod(shop/web)", "+Pod(shop/client)"]
         );
         assert!(seen.contains(&Update::InSync {
             origin: Origin::Remote("b".into())

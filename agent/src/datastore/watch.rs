@@ -4,7 +4,7 @@
 //! cannot be read is retried with backoff; a remote cluster's source reports its
 //! connection state on the way.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
-use crate::datastore::file::{DirSnapshot, FileDatastoreError, LoadedObject, Problem, read_dir};
+use crate::datastore::file::{
+    DirRead, DirReader, FileDatastoreError, Location, Problem, ReadObject, is_federated,
+};
+use crate::datastore::manifest::Digest;
 use crate::datastore::{Origin, RemoteClusterState, SinkClosed, Update, UpdateSink};
 use crate::model::resources::ResourceKey;
 
@@ -29,8 +32,17 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
-/// What a source has sent, by key: the state its receiver holds.
-pub(crate) type Objects = BTreeMap<ResourceKey, LoadedObject>;
+/// What a source has sent, by key: the state its receiver holds. Hashed: a B-tree's
+/// half-full nodes cost twice the memory when objects come in file order, not key order.
+pub(crate) type Objects = HashMap<ResourceKey, SentObject>;
+
+/// What a source remembers of an object it sent: enough to tell whether it changed, and
+/// where it came from. Not the object itself, which the receiver holds.
+#[derive(Clone, Debug)]
+pub(crate) struct SentObject {
+    location: Location,
+    digest: Digest,
+}
 
 /// A running watch of one directory; dropping it stops the watch and waits for its thread.
 #[derive(Debug)]
@@ -51,7 +63,7 @@ impl FileSource {
         sink: S,
     ) -> Result<FileSource, FileDatastoreError> {
         let watch = Watch::new(dir.into(), origin, sink, Objects::new());
-        let connection = watch.connect()?;
+        let connection = watch.watch_dir()?;
         watch.start(Some(connection))
     }
 
@@ -147,6 +159,7 @@ struct Watch<S> {
     signals: Receiver<Signal>,
     signal_sender: Sender<Signal>,
     sent: Objects,
+    reader: DirReader,
     state: Option<RemoteClusterState>,
     problems: Vec<Problem>,
 }
@@ -155,6 +168,7 @@ impl<S: UpdateSink> Watch<S> {
     fn new(dir: PathBuf, origin: Origin, sink: S, known: Objects) -> Watch<S> {
         let (signal_sender, signals) = mpsc::channel();
         Watch {
+            reader: DirReader::new(dir.clone()),
             dir,
             origin,
             sink,
@@ -166,10 +180,7 @@ impl<S: UpdateSink> Watch<S> {
         }
     }
 
-    fn start(
-        self,
-        connection: Option<(Connection, DirSnapshot)>,
-    ) -> Result<FileSource, FileDatastoreError> {
+    fn start(self, connection: Option<Connection>) -> Result<FileSource, FileDatastoreError> {
         let dir = self.dir.clone();
         let signals = self.signal_sender.clone();
         let thread = thread::Builder::new()
@@ -186,7 +197,7 @@ impl<S: UpdateSink> Watch<S> {
         })
     }
 
-    fn run(mut self, connection: Option<(Connection, DirSnapshot)>) -> Objects {
+    fn run(mut self, connection: Option<Connection>) -> Objects {
         let span =
             tracing::info_span!("file datastore", dir = %self.dir.display(), origin = %self.origin);
         let _entered = span.enter();
@@ -195,12 +206,23 @@ impl<S: UpdateSink> Watch<S> {
         self.sent
     }
 
-    fn watch(&mut self, mut connection: Option<(Connection, DirSnapshot)>) -> Result<(), Stopped> {
+    fn watch(&mut self, mut connection: Option<Connection>) -> Result<(), Stopped> {
         self.report(RemoteClusterState::Connecting)?;
         let mut retry = FIRST_RETRY;
         loop {
-            let attempt = connection.take().map_or_else(|| self.connect(), Ok);
-            let (mut connection, snapshot) = match attempt {
+            // Watch the directory, then read it: in this order, so no edit falls between.
+            let connected = match connection.take() {
+                Some(connection) => Ok(connection),
+                None => self.watch_dir(),
+            };
+            let read = match connected {
+                Ok(connection) => {
+                    self.report(RemoteClusterState::ResyncInProgress)?;
+                    self.first_read()?.map(|read| (connection, read))
+                }
+                Err(error) => Err(error),
+            };
+            let (mut connection, read) = match read {
                 Ok(connected) => connected,
                 Err(error) => {
                     self.fail(&error)?;
@@ -210,8 +232,7 @@ impl<S: UpdateSink> Watch<S> {
                 }
             };
             retry = FIRST_RETRY;
-            self.report(RemoteClusterState::ResyncInProgress)?;
-            self.apply(snapshot)?;
+            self.apply(read)?;
             self.sink.send(Update::InSync {
                 origin: self.origin.clone(),
             })?;
@@ -229,10 +250,43 @@ impl<S: UpdateSink> Watch<S> {
         }
     }
 
-    /// Watches the directory, then reads it: in this order, so no edit falls between.
-    fn connect(&self) -> Result<(Connection, DirSnapshot), FileDatastoreError> {
-        let connection = self.watch_dir()?;
-        Ok((connection, read_dir(&self.dir)?))
+    /// Reads the directory, parsing what changed since the last read.
+    fn read(&mut self) -> Result<DirRead, FileDatastoreError> {
+        self.reader
+            .read(|key| self.sent.get(key).map(|sent| sent.digest), None)
+    }
+
+    /// The read after (re)connecting. With nothing sent yet, objects are sent as their
+    /// files are parsed, so that the receiver starts at once and a large directory is never
+    /// held whole; with objects sent before, differences are sent once all is read (see
+    /// [`Watch::apply`]). `Ok(Err(_))` when the directory cannot be read.
+    fn first_read(&mut self) -> Result<Result<DirRead, FileDatastoreError>, Stopped> {
+        if !self.sent.is_empty() {
+            return Ok(self.read());
+        }
+        let (origin, sink, sent) = (&self.origin, &mut self.sink, &mut self.sent);
+        let mut closed = false;
+        let mut send = |key: &ResourceKey, location: Location, digest: Digest, resource| {
+            // A remote cluster's other kinds are left out by apply, quietly here.
+            if closed || (matches!(origin, Origin::Remote(_)) && !key.kind.is_federated()) {
+                return;
+            }
+            let update = Update::Set {
+                origin: origin.clone(),
+                resource,
+            };
+            match sink.send(update) {
+                Ok(()) => {
+                    sent.insert(key.clone(), SentObject { location, digest });
+                }
+                Err(SinkClosed) => closed = true,
+            }
+        };
+        let read = self.reader.read(|_| None, Some(&mut send));
+        if closed {
+            return Err(Stopped);
+        }
+        Ok(read)
     }
 
     fn watch_dir(&self) -> Result<Connection, FileDatastoreError> {
@@ -259,12 +313,12 @@ impl<S: UpdateSink> Watch<S> {
         })
     }
 
-    fn refresh(&self, connection: &mut Connection) -> Result<DirSnapshot, FileDatastoreError> {
+    fn refresh(&mut self, connection: &mut Connection) -> Result<DirRead, FileDatastoreError> {
         if DirIdentity::of(&self.dir)? != connection.identity {
             tracing::info!("the directory was replaced; watching the new one");
             *connection = self.watch_dir()?;
         }
-        read_dir(&self.dir)
+        self.read()
     }
 
     /// Waits for the directory to change (or for the periodic re-read), then for it to
@@ -292,20 +346,25 @@ impl<S: UpdateSink> Watch<S> {
         }
     }
 
-    /// Sends what differs between what the receiver holds and `snapshot`.
-    fn apply(&mut self, mut snapshot: DirSnapshot) -> Result<(), Stopped> {
+    /// Sends what differs between what the receiver holds and what was read.
+    fn apply(&mut self, read: DirRead) -> Result<(), Stopped> {
+        let DirRead {
+            objects: mut next,
+            mut resources,
+            problems,
+        } = read;
         if let Origin::Remote(_) = self.origin {
-            snapshot.retain_federated_kinds();
+            next.retain(|key, object| is_federated(key, &object.location));
         }
-        self.log_new_problems(snapshot.problems);
-        let mut next = snapshot.objects;
+        self.log_new_problems(problems);
         self.keep_objects_of_broken_files(&mut next);
-        let gone: Vec<ResourceKey> = self
+        let mut gone: Vec<ResourceKey> = self
             .sent
             .keys()
             .filter(|key| !next.contains_key(*key))
             .cloned()
             .collect();
+        gone.sort_unstable();
         // Deletions first: a pod replaced by another with its IP must not share it meanwhile.
         for key in gone {
             self.sent.remove(&key);
@@ -314,14 +373,32 @@ impl<S: UpdateSink> Watch<S> {
                 key,
             })?;
         }
+        // The bookkeeping first, the sends last: this thread is then idle while the
+        // receiver works on them.
+        let mut changed = Vec::new();
         for (key, object) in next {
-            if self.sent.get(&key).map(|o| &o.resource) != Some(&object.resource) {
-                self.sink.send(Update::Set {
-                    origin: self.origin.clone(),
-                    resource: object.resource.clone(),
-                })?;
+            if self.sent.get(&key).map(|sent| sent.digest) != Some(object.digest) {
+                let Some(resource) = resources.remove(&key) else {
+                    // The reader parses every file whose objects differ from what was
+                    // sent; left out of `sent`, the object is read again next time.
+                    tracing::error!("{key} at {} changed but was not parsed", object.location);
+                    continue;
+                };
+                changed.push(resource);
             }
-            self.sent.insert(key, object);
+            self.sent.insert(
+                key,
+                SentObject {
+                    location: object.location,
+                    digest: object.digest,
+                },
+            );
+        }
+        for resource in changed {
+            self.sink.send(Update::Set {
+                origin: self.origin.clone(),
+                resource,
+            })?;
         }
         Ok(())
     }
@@ -329,20 +406,26 @@ impl<S: UpdateSink> Watch<S> {
     /// An object whose file now has a document that does not load is kept as it was: the
     /// broken document may be that object mid-edit, and deleting a policy or a pod for a
     /// typo would change enforcement. Fixing or removing the document settles it.
-    fn keep_objects_of_broken_files(&self, next: &mut Objects) {
+    fn keep_objects_of_broken_files(&self, next: &mut BTreeMap<ResourceKey, ReadObject>) {
         let broken: BTreeSet<&Path> = self
             .problems
             .iter()
             .filter(|problem| problem.may_hide_objects())
-            .map(|problem| problem.location.file.as_path())
+            .map(|problem| &*problem.location.file)
             .collect();
-        for (key, object) in &self.sent {
-            if !next.contains_key(key) && broken.contains(object.location.file.as_path()) {
+        for (key, sent) in &self.sent {
+            if !next.contains_key(key) && broken.contains(&*sent.location.file) {
                 tracing::warn!(
                     "keeping {key} as last read from {}: its file has a document that does not load",
-                    object.location
+                    sent.location
                 );
-                next.insert(key.clone(), object.clone());
+                next.insert(
+                    key.clone(),
+                    ReadObject {
+                        location: sent.location.clone(),
+                        digest: sent.digest,
+                    },
+                );
             }
         }
     }

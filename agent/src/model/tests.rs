@@ -309,6 +309,27 @@ spec:
 }
 
 #[test]
+fn one_pass_reading_takes_only_manifests_that_start_with_their_type_and_are_valid() {
+    let ordered = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {x: y}}\n";
+    assert_eq!(Resource::from_yaml_text(ordered), Some(resource(ordered)));
+    let pod = "kind: Pod\napiVersion: v1\nmetadata: {name: p}\n";
+    let Some(Resource::Pod(read)) = Resource::from_yaml_text(pod) else {
+        panic!("a pod");
+    };
+    assert_eq!(read.metadata.namespace.as_deref(), Some("default"));
+    // Left to the general reading, which accepts or explains them.
+    for text in [
+        "metadata: {name: a}\napiVersion: v1\nkind: Namespace\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {}\n",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{ports: [{containerPort: x}]}]}\n",
+        "apiVersion: v1\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    ] {
+        assert_eq!(Resource::from_yaml_text(text), None, "{text}");
+    }
+}
+
+#[test]
 fn unknown_kinds_and_unnamed_objects_are_errors_that_say_what_is_read() {
     let err = Resource::from_yaml(
         serde_yaml::from_str("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}").expect("yaml"),

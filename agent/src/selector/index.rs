@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
 
+use super::label_set::{LabelSet, LabelStrings};
 use super::{Expr, Labels, Selector, StringSet};
 
 /// What an endpoint or selector id must be: hashed for the indexes, ordered so that
@@ -23,7 +24,7 @@ pub trait IndexKey: Clone + Eq + Hash + Ord + Debug {}
 
 impl<T: Clone + Eq + Hash + Ord + Debug> IndexKey for T {}
 
-/// An endpoint's labels as the index stores them.
+/// An endpoint's labels as the index takes them (it stores them as a [`LabelSet`]).
 pub type EndpointLabels = BTreeMap<String, String>;
 
 /// A (selector, endpoint) pair that started or stopped matching.
@@ -42,7 +43,12 @@ pub struct LabelIndex<E, S> {
     endpoints: HashMap<E, EndpointEntry<S>>,
     selectors: HashMap<S, SelectorEntry<E>>,
     /// Label key → value → endpoints carrying that pair: the candidates for a new selector.
+    /// Only for keys some selector reads, since only those can narrow a selector's
+    /// candidates: at 100,000 endpoints, postings of every key (`projectcalico.org/*`,
+    /// `fedwall.io/cluster`: 100,000-member sets) were half of adding an endpoint.
     endpoints_by_label: HashMap<Box<str>, LabelPostings<E>>,
+    /// How many selectors read each key: the keys `endpoints_by_label` covers.
+    read_keys: HashMap<Box<str>, usize>,
     /// Selectors whose guard is `k == v` or `k in {…, v, …}`, by `k` then `v`.
     guarded_by_value: HashMap<Box<str>, HashMap<Box<str>, BTreeSet<S>>>,
     /// Selectors whose guard is `has(k)`, by `k`.
@@ -55,12 +61,16 @@ pub struct LabelIndex<E, S> {
     /// `k != "v"`): they match every endpoint that has none of the keys they read, so a
     /// new endpoint starts from this set instead of evaluating them.
     unguarded_matching_empty: BTreeSet<S>,
+    /// The strings of every endpoint's labels, shared.
+    strings: LabelStrings,
 }
 
+/// One per endpoint (100,000s), so kept small: a few selectors match each.
 #[derive(Debug)]
 struct EndpointEntry<S> {
-    labels: EndpointLabels,
-    matches: BTreeSet<S>,
+    labels: LabelSet,
+    /// Sorted.
+    matches: Vec<S>,
 }
 
 #[derive(Debug)]
@@ -114,10 +124,12 @@ impl<E, S> Default for LabelIndex<E, S> {
             endpoints: HashMap::new(),
             selectors: HashMap::new(),
             endpoints_by_label: HashMap::new(),
+            read_keys: HashMap::new(),
             guarded_by_value: HashMap::new(),
             guarded_by_key: HashMap::new(),
             unguarded_readers: HashMap::new(),
             unguarded_matching_empty: BTreeSet::new(),
+            strings: LabelStrings::default(),
         }
     }
 }
@@ -149,7 +161,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
     }
 
     /// The labels stored for endpoint `id`.
-    pub fn endpoint_labels(&self, id: &E) -> Option<&EndpointLabels> {
+    pub fn endpoint_labels(&self, id: &E) -> Option<&LabelSet> {
         self.endpoints.get(id).map(|entry| &entry.labels)
     }
 
@@ -160,6 +172,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         labels: EndpointLabels,
         out: &mut Vec<MatchChange<E, S>>,
     ) {
+        let labels = self.strings.label_set(&labels);
         let Some(mut entry) = self.endpoints.remove(&id) else {
             self.add_endpoint(id, labels, out);
             return;
@@ -177,13 +190,13 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 }
             }
             if now_matches {
-                entry.matches.insert(selector.clone());
+                insert_sorted(&mut entry.matches, selector.clone());
                 out.push(MatchChange::Started {
                     selector,
                     endpoint: id.clone(),
                 });
             } else {
-                entry.matches.remove(&selector);
+                remove_sorted(&mut entry.matches, &selector);
                 out.push(MatchChange::Stopped {
                     selector,
                     endpoint: id.clone(),
@@ -191,12 +204,12 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
             }
         }
         // Only the pairs that changed move in the postings.
-        for (key, value) in &entry.labels {
+        for (key, value) in entry.labels.iter() {
             if labels.get(key) != Some(value) {
                 self.remove_posting(key, value, &id);
             }
         }
-        for (key, value) in &labels {
+        for (key, value) in labels.iter() {
             if entry.labels.get(key) != Some(value) {
                 self.add_posting(key, value, &id);
             }
@@ -205,20 +218,20 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         self.endpoints.insert(id, entry);
     }
 
-    fn add_endpoint(&mut self, id: E, labels: EndpointLabels, out: &mut Vec<MatchChange<E, S>>) {
+    fn add_endpoint(&mut self, id: E, labels: LabelSet, out: &mut Vec<MatchChange<E, S>>) {
         // A new endpoint is a relabel of an endpoint without labels, whose matches are
         // exactly the unguarded selectors that match no labels (a guard needs a label).
-        let mut matches = self.unguarded_matching_empty.clone();
+        let mut matches: Vec<S> = self.unguarded_matching_empty.iter().cloned().collect();
         let flips = {
-            // Every key of the new endpoint "appeared"; `BTreeMap` keys are sorted.
-            let changed: Vec<&str> = labels.keys().map(String::as_str).collect();
+            // Every key of the new endpoint "appeared"; a label set's keys are sorted.
+            let changed: Vec<&str> = labels.keys().collect();
             self.flips(&labels, &changed, &matches)
         };
         for (selector, now_matches) in flips {
             if now_matches {
-                matches.insert(selector);
+                insert_sorted(&mut matches, selector);
             } else {
-                matches.remove(&selector);
+                remove_sorted(&mut matches, &selector);
             }
         }
         for selector in &matches {
@@ -230,7 +243,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 endpoint: id.clone(),
             });
         }
-        for (key, value) in &labels {
+        for (key, value) in labels.iter() {
             self.add_posting(key, value, &id);
         }
         self.endpoints.insert(id, EndpointEntry { labels, matches });
@@ -250,7 +263,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 endpoint: id.clone(),
             });
         }
-        for (key, value) in &entry.labels {
+        for (key, value) in entry.labels.iter() {
             self.remove_posting(key, value, id);
         }
     }
@@ -265,9 +278,17 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         {
             return;
         }
+        // The new selector's keys first, so that keys both read keep their postings.
+        let keys = selector
+            .label_keys()
+            .into_iter()
+            .map(Box::from)
+            .collect::<Box<[Box<str>]>>();
+        self.start_reading(&keys);
         let old_matches = match self.selectors.remove(&id) {
             Some(old) => {
                 self.unindex_selector(&id, &old);
+                self.stop_reading(&old.keys);
                 old.matches
             }
             None => BTreeSet::new(),
@@ -275,7 +296,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         let new_matches = self.evaluate_new_selector(&selector);
         for endpoint in old_matches.difference(&new_matches) {
             if let Some(endpoint_entry) = self.endpoints.get_mut(endpoint) {
-                endpoint_entry.matches.remove(&id);
+                remove_sorted(&mut endpoint_entry.matches, &id);
             }
             out.push(MatchChange::Stopped {
                 selector: id.clone(),
@@ -284,18 +305,13 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         }
         for endpoint in new_matches.difference(&old_matches) {
             if let Some(endpoint_entry) = self.endpoints.get_mut(endpoint) {
-                endpoint_entry.matches.insert(id.clone());
+                insert_sorted(&mut endpoint_entry.matches, id.clone());
             }
             out.push(MatchChange::Started {
                 selector: id.clone(),
                 endpoint: endpoint.clone(),
             });
         }
-        let keys = selector
-            .label_keys()
-            .into_iter()
-            .map(Box::from)
-            .collect::<Box<[Box<str>]>>();
         let guard = choose_guard(selector.expr());
         let entry = SelectorEntry {
             selector,
@@ -313,9 +329,10 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
             return;
         };
         self.unindex_selector(id, &entry);
+        self.stop_reading(&entry.keys);
         for endpoint in entry.matches {
             if let Some(endpoint_entry) = self.endpoints.get_mut(&endpoint) {
-                endpoint_entry.matches.remove(id);
+                remove_sorted(&mut endpoint_entry.matches, id);
             }
             out.push(MatchChange::Stopped {
                 selector: id.clone(),
@@ -332,12 +349,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
     /// ones that matched are in `old_matches`, and the ones that may match now are either
     /// unguarded (found through `unguarded_readers` of a changed key) or satisfy their
     /// guard on `new_labels` (found through the guard indexes).
-    fn flips(
-        &self,
-        new_labels: &EndpointLabels,
-        changed: &[&str],
-        old_matches: &BTreeSet<S>,
-    ) -> Vec<(S, bool)> {
+    fn flips(&self, new_labels: &LabelSet, changed: &[&str], old_matches: &[S]) -> Vec<(S, bool)> {
         if changed.is_empty() {
             return Vec::new();
         }
@@ -355,12 +367,12 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 to_evaluate.extend(readers);
             }
         }
-        for (key, value) in new_labels {
+        for (key, value) in new_labels.iter() {
             let by_value = self
                 .guarded_by_value
-                .get(key.as_str())
-                .and_then(|by_value| by_value.get(value.as_str()));
-            let by_key = self.guarded_by_key.get(key.as_str());
+                .get(key)
+                .and_then(|by_value| by_value.get(value));
+            let by_key = self.guarded_by_key.get(key);
             to_evaluate.extend(
                 by_value
                     .into_iter()
@@ -376,7 +388,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
             .filter_map(|selector| {
                 let entry = self.selectors.get(selector)?;
                 let now_matches = entry.selector.matches(new_labels);
-                (now_matches != old_matches.contains(selector))
+                (now_matches != old_matches.binary_search(selector).is_ok())
                     .then(|| (selector.clone(), now_matches))
             })
             .collect()
@@ -500,21 +512,38 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         }
     }
 
+    /// One more selector reads each of `keys`; a key read for the first time gets the
+    /// postings of every endpoint carrying it.
+    fn start_reading(&mut self, keys: &[Box<str>]) {
+        for key in keys {
+            let readers = self.read_keys.entry(key.clone()).or_insert(0);
+            *readers += 1;
+            if *readers == 1 {
+                for (id, entry) in &self.endpoints {
+                    if let Some(value) = entry.labels.get(key) {
+                        post(&mut self.endpoints_by_label, key, value, id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One selector fewer reads each of `keys`; a key no selector reads loses its postings.
+    fn stop_reading(&mut self, keys: &[Box<str>]) {
+        for key in keys {
+            if let Some(readers) = self.read_keys.get_mut(key) {
+                *readers -= 1;
+                if *readers == 0 {
+                    self.read_keys.remove(key);
+                    self.endpoints_by_label.remove(key);
+                }
+            }
+        }
+    }
+
     fn add_posting(&mut self, key: &str, value: &str, id: &E) {
-        let postings = self
-            .endpoints_by_label
-            .entry(Box::from(key))
-            .or_insert_with(|| LabelPostings {
-                endpoints: 0,
-                by_value: HashMap::new(),
-            });
-        if postings
-            .by_value
-            .entry(Box::from(value))
-            .or_default()
-            .insert(id.clone())
-        {
-            postings.endpoints += 1;
+        if self.read_keys.contains_key(key) {
+            post(&mut self.endpoints_by_label, key, value, id);
         }
     }
 
@@ -537,20 +566,56 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
     }
 }
 
+/// Files endpoint `id` under `key` = `value`.
+fn post<E: IndexKey>(
+    postings: &mut HashMap<Box<str>, LabelPostings<E>>,
+    key: &str,
+    value: &str,
+    id: &E,
+) {
+    let postings = postings
+        .entry(Box::from(key))
+        .or_insert_with(|| LabelPostings {
+            endpoints: 0,
+            by_value: HashMap::new(),
+        });
+    if postings
+        .by_value
+        .entry(Box::from(value))
+        .or_default()
+        .insert(id.clone())
+    {
+        postings.endpoints += 1;
+    }
+}
+
 /// The keys whose value differs between `old` and `new` (set, changed or removed), sorted.
-fn changed_keys<'a>(old: &'a EndpointLabels, new: &'a EndpointLabels) -> Vec<&'a str> {
+fn changed_keys<'a>(old: &'a LabelSet, new: &'a LabelSet) -> Vec<&'a str> {
     let mut changed: Vec<&str> = old
         .iter()
-        .filter(|(key, value)| new.get(*key) != Some(value))
-        .map(|(key, _)| key.as_str())
-        .chain(
-            new.keys()
-                .filter(|key| !old.contains_key(*key))
-                .map(String::as_str),
-        )
+        .filter(|(key, value)| new.get(key) != Some(value))
+        .map(|(key, _)| key)
+        .chain(new.keys().filter(|key| old.get(key).is_none()))
         .collect();
     changed.sort_unstable();
     changed
+}
+
+/// Adds `item` to a sorted vector (once). Most endpoints match a selector or two: small
+/// vectors grow one at a time, not to Vec's first four.
+fn insert_sorted<T: Ord>(sorted: &mut Vec<T>, item: T) {
+    if let Err(at) = sorted.binary_search(&item) {
+        if sorted.len() < 4 {
+            sorted.reserve_exact(1);
+        }
+        sorted.insert(at, item);
+    }
+}
+
+fn remove_sorted<T: Ord>(sorted: &mut Vec<T>, item: &T) {
+    if let Ok(at) = sorted.binary_search(item) {
+        sorted.remove(at);
+    }
 }
 
 /// Whether any of `keys` is in `sorted` (both sorted, `keys` usually a handful).
@@ -706,6 +771,30 @@ mod tests {
             [started("sub", "pod3")]
         );
         assert!(put_selector(&mut index, "none", "role in {}").is_empty());
+    }
+
+    #[test]
+    fn only_keys_some_selector_reads_have_postings_and_a_new_reader_builds_them() {
+        let mut index = Index_::new();
+        put_endpoint(&mut index, "e1", &[("app", "web"), ("zone", "a")]);
+        put_endpoint(&mut index, "e2", &[("app", "db"), ("zone", "a")]);
+        assert!(index.endpoints_by_label.is_empty());
+        put_selector(&mut index, "s1", "app == 'web'");
+        assert_eq!(index.endpoints_by_label.len(), 1);
+        // Reading zone for the first time finds both endpoints through new postings.
+        assert_eq!(
+            put_selector(&mut index, "s2", "zone == 'a'"),
+            [started("s2", "e1"), started("s2", "e2")]
+        );
+        put_endpoint(&mut index, "e3", &[("zone", "a")]);
+        assert_eq!(index.candidate_count(super::Term::Has("zone")), 3);
+        // Replaced by a selector reading the same key: its postings stay.
+        put_selector(&mut index, "s2", "zone == 'b'");
+        assert_eq!(index.candidate_count(super::Term::Has("zone")), 3);
+        let mut out = Vec::new();
+        index.remove_selector(&"s2", &mut out);
+        assert!(!index.endpoints_by_label.contains_key("zone"));
+        assert_eq!(matching(&index, "s1"), ["e1"]);
     }
 
     #[test]

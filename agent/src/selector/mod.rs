@@ -14,6 +14,7 @@
 mod error;
 mod expr;
 pub mod index;
+mod label_set;
 mod lexer;
 mod parser;
 
@@ -33,6 +34,7 @@ use sha2::{Digest as _, Sha224};
 
 pub use error::{Expected, Found, SelectorError, SelectorErrorKind};
 pub use expr::{Expr, StringSet};
+pub use label_set::{LabelSet, LabelStrings};
 pub use parser::MAX_NESTING;
 
 /// The longest label key, in bytes, a selector may name.

@@ -96,15 +96,27 @@ pub struct LimitHit {
     pub limit: usize,
 }
 
+/// Kept small: there is one per member address (100,000s), and most are in a set or two,
+/// so the slots are a short list rather than a 256-byte bitmap, and what the kernel holds
+/// (own ∪ adopted ∪ the covering prefix's) is the bitmap of `class`.
 #[derive(Clone, Debug, Default)]
 struct PrefixState {
-    /// Slots of the sets that have this exact prefix as a member.
-    own: SetBitmap,
+    /// Slots of the sets that have this exact prefix as a member, sorted.
+    own: Vec<u16>,
     /// Slots found in the kernel at start-up, kept until the resync completes.
-    adopted: SetBitmap,
-    /// What the kernel holds for this prefix (own ∪ adopted ∪ the covering prefix's).
-    effective: SetBitmap,
+    adopted: Option<Box<SetBitmap>>,
     class: u32,
+}
+
+impl PrefixState {
+    /// The slots this prefix itself brings: its own sets' and what was adopted.
+    fn own_bitmap(&self) -> SetBitmap {
+        let mut bitmap = self.adopted.as_deref().copied().unwrap_or_default();
+        for slot in &self.own {
+            bitmap.insert(*slot);
+        }
+        bitmap
+    }
 }
 
 /// Hands out numbers (set slots, class ids), reusing freed ones after [`REUSE_DELAY`].
@@ -327,12 +339,12 @@ impl SetIndex {
             }
             None => return,
         };
-        let word = usize::from(slot / 64);
-        let bit = 1u64 << (slot % 64);
-        if on {
-            state.own.words[word] |= bit;
-        } else {
-            state.own.words[word] &= !bit;
+        match (state.own.binary_search(&slot), on) {
+            (Err(at), true) => state.own.insert(at, slot),
+            (Ok(at), false) => {
+                state.own.remove(at);
+            }
+            _ => {}
         }
         self.refresh_subtree(prefix, writes);
     }
@@ -356,9 +368,9 @@ impl SetIndex {
             let Some(state) = self.prefixes.get(&prefix) else {
                 continue;
             };
-            let own = state.own.union(&state.adopted);
+            let own = state.own_bitmap();
             let effective = own.union(&inherited);
-            let (old_class, old_effective) = (state.class, state.effective);
+            let (old_class, old_effective) = (state.class, self.effective(state));
             if own.is_empty() {
                 // No set names this prefix any more: it goes, and its children now inherit
                 // from the next covering prefix (computed above for them in this pass).
@@ -379,7 +391,6 @@ impl SetIndex {
                 self.count_entry(prefix, true);
             }
             if let Some(state) = self.prefixes.get_mut(&prefix) {
-                state.effective = effective;
                 state.class = class;
             }
             writes.push(SetWrite::Prefix { prefix, class });
@@ -408,7 +419,16 @@ impl SetIndex {
             .rev()
             .filter(|len| self.lengths[usize::from(*len)] > 0)
             .find_map(|len| self.prefixes.get(&prefix.truncated(len)))
-            .map(|state| state.effective)
+            .map(|state| self.effective(state))
+    }
+
+    /// What the kernel holds for a prefix: its class's bitmap; nothing before it has one.
+    fn effective(&self, state: &PrefixState) -> SetBitmap {
+        self.class_bitmaps
+            .get(&state.class)
+            .filter(|_| state.class != CLASS_NONE)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The class of `bitmap`, creating it (and its write) if new; takes a reference.
@@ -471,10 +491,10 @@ impl SetIndex {
             self.lengths[usize::from(prefix.len)] += 1;
         }
         self.count_entry(prefix, true);
+        let class = self.classes.get(&bitmap).map_or(CLASS_NONE, |(c, _)| *c);
         let state = self.prefixes.entry(prefix).or_default();
-        state.adopted = bitmap;
-        state.effective = bitmap;
-        state.class = self.classes.get(&bitmap).map_or(CLASS_NONE, |(c, _)| *c);
+        state.adopted = Some(Box::new(bitmap));
+        state.class = class;
     }
 
     /// The resync is complete: drops everything adopted that no set re-asserted, and the
@@ -483,12 +503,12 @@ impl SetIndex {
         let adopted: Vec<Prefix> = self
             .prefixes
             .iter()
-            .filter(|(_, s)| !s.adopted.is_empty())
+            .filter(|(_, s)| s.adopted.is_some())
             .map(|(p, _)| *p)
             .collect();
         for prefix in &adopted {
             if let Some(state) = self.prefixes.get_mut(prefix) {
-                state.adopted = SetBitmap::EMPTY;
+                state.adopted = None;
             }
         }
         let mut writes = Vec::new();
@@ -517,7 +537,7 @@ impl SetIndex {
         let state = self
             .prefixes
             .get(&prefix)
-            .map(|s| s.effective)
+            .map(|s| self.effective(s))
             .or_else(|| self.covering(prefix));
         state.is_some_and(|bitmap| bitmap.contains(slot))
     }
