@@ -28,9 +28,11 @@ const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_VIA: u16 = 18;
 const RTN_UNICAST: u8 = 1;
-/// Multicast groups: links, IPv4 routes, IPv6 routes.
+/// Multicast groups: links, addresses and routes of both families.
 const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 
 /// Where the route to an address leads.
@@ -89,9 +91,9 @@ fn set_recv_timeout(fd: &OwnedFd, timeout: Duration) -> io::Result<()> {
     Ok(())
 }
 
-fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+fn recv(fd: &OwnedFd, buf: &mut [u8], flags: i32) -> io::Result<usize> {
     // SAFETY: buf is valid for writes of its length.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -144,7 +146,7 @@ fn exchange(kind: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)
     let mut replies = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = recv(&fd, &mut buf)?;
+        let n = recv(&fd, &mut buf, 0)?;
         let mut at = 0;
         while at + NLMSG_HDRLEN <= n {
             let len = u32_at(&buf, at).ok_or_else(|| malformed("short header"))? as usize;
@@ -314,7 +316,14 @@ pub struct Changes {
 impl Changes {
     pub fn subscribe() -> io::Result<Changes> {
         let fd = socket()?;
-        let addr = sockaddr(RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE);
+        // Addresses too: an uplink renumbered within its subnet changes no route.
+        let addr = sockaddr(
+            RTMGRP_LINK
+                | RTMGRP_IPV4_IFADDR
+                | RTMGRP_IPV4_ROUTE
+                | RTMGRP_IPV6_IFADDR
+                | RTMGRP_IPV6_ROUTE,
+        );
         // SAFETY: addr is valid for its size.
         let rc = unsafe {
             libc::bind(
@@ -333,30 +342,19 @@ impl Changes {
     /// burst (a pod's veth, its addresses and routes) wakes the caller about once.
     pub fn wait(&self) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
-        set_recv_timeout(&self.fd, Duration::ZERO)?; // zero: block
-        match recv(&self.fd, &mut buf) {
-            Ok(_) => {}
-            // The kernel dropped notifications: something changed, we just don't know what.
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
-            Err(e) => return Err(e),
+        // The kernel dropped notifications (ENOBUFS): something changed, we just don't know
+        // what — as good a wake-up as any.
+        let dropped = |e: &io::Error| e.raw_os_error() == Some(libc::ENOBUFS);
+        match recv(&self.fd, &mut buf, 0) {
+            Err(e) if !dropped(&e) => return Err(e),
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(20));
         loop {
-            // SAFETY: buf is valid for writes of its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                let error = io::Error::last_os_error();
-                if n < 0 && error.raw_os_error() == Some(libc::ENOBUFS) {
-                    continue;
-                }
-                return Ok(());
+            match recv(&self.fd, &mut buf, libc::MSG_DONTWAIT) {
+                Ok(n) if n > 0 => {}
+                Err(e) if dropped(&e) => {}
+                _ => return Ok(()),
             }
         }
     }
