@@ -580,7 +580,17 @@ impl KernelDataplane {
     }
 
     fn set_endpoint(&mut self, endpoint: &LocalEndpoint) -> Result<(), DataplaneError> {
-        match self.resolve(endpoint) {
+        let resolved = self.resolve(endpoint);
+        self.place(endpoint, resolved)
+    }
+
+    /// Installs an endpoint on the interface `resolved` names, or parks it while none does.
+    fn place(
+        &mut self,
+        endpoint: &LocalEndpoint,
+        resolved: Result<u32, DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        match resolved {
             Ok(ifindex) => {
                 self.install(endpoint, ifindex)?;
                 self.waiting.remove(&endpoint.name);
@@ -945,28 +955,26 @@ impl Dataplane for KernelDataplane {
     /// waiting endpoints whose interface appeared, moves endpoints whose interface went away
     /// back to waiting, and follows an endpoint to a new interface. Returns what failed.
     fn refresh_interfaces(&mut self) -> Vec<DataplaneError> {
-        let mut changed = Vec::new();
-        for (name, (endpoint, _)) in &self.waiting {
-            if self.resolve(endpoint).is_ok() {
-                changed.push(name.clone());
-            }
-        }
-        for (name, installed) in &self.endpoints {
-            if self.resolve(&installed.desired).ok() != Some(installed.ifindex) {
-                changed.push(name.clone());
-            }
-        }
         let mut errors = Vec::new();
+        // Uplinks first: an endpoint's route must not lead to one.
         if let Err(error) = self.refresh_uplinks() {
             errors.push(error);
         }
-        for name in changed {
-            let endpoint = match (self.waiting.get(&name), self.endpoints.get(&name)) {
-                (Some((endpoint, _)), _) => endpoint.clone(),
-                (None, Some(installed)) => installed.desired.clone(),
-                (None, None) => continue,
-            };
-            if let Err(error) = self.set_endpoint(&endpoint) {
+        let mut moved = Vec::new();
+        for (endpoint, _) in self.waiting.values() {
+            let resolved = self.resolve(endpoint);
+            if resolved.is_ok() {
+                moved.push((endpoint.clone(), resolved));
+            }
+        }
+        for installed in self.endpoints.values() {
+            let resolved = self.resolve(&installed.desired);
+            if resolved.as_ref().ok() != Some(&installed.ifindex) {
+                moved.push((installed.desired.clone(), resolved));
+            }
+        }
+        for (endpoint, resolved) in moved {
+            if let Err(error) = self.place(&endpoint, resolved) {
                 self.rejected += 1;
                 errors.push(error);
             }
