@@ -31,6 +31,8 @@ struct State {
     deltas_applied: u64,
     errors: BTreeMap<&'static str, u64>,
     dataplane: DataplaneStatus,
+    /// The kernel's packet counters: (program family, reason, packets).
+    packets: Vec<(&'static str, &'static str, u64)>,
     /// Seconds from a datastore update's emission to its state in the dataplane, for the
     /// most recent batches.
     latencies: std::collections::VecDeque<f64>,
@@ -108,9 +110,14 @@ impl Metrics {
         });
     }
 
-    /// Takes the dataplane's map usage and kernel counters.
+    /// Takes the dataplane's map usage.
     pub fn observe_dataplane(&self, status: DataplaneStatus) {
         self.with(|s| s.dataplane = status);
+    }
+
+    /// Takes the kernel's packet counters.
+    pub fn observe_packets(&self, packets: Vec<(&'static str, &'static str, u64)>) {
+        self.with(|s| s.packets = packets);
     }
 
     /// `Ok` when ready, else what it still waits for.
@@ -241,7 +248,7 @@ impl Metrics {
             "# HELP fedwall_packets_total Packets by program and outcome, from the kernel's counters (drops are the reasons starting with deny or drop).\n\
              # TYPE fedwall_packets_total counter"
         );
-        for (program, reason, packets) in &s.dataplane.packets {
+        for (program, reason, packets) in &s.packets {
             let _ = writeln!(
                 out,
                 "fedwall_packets_total{{program=\"{program}\",reason=\"{reason}\"}} {packets}"

@@ -213,10 +213,7 @@ impl<D: Dataplane> Daemon<D> {
         for delta in &deltas {
             match self.dataplane.apply(delta) {
                 Ok(()) => applied += 1,
-                Err(error) => {
-                    tracing::error!(error = %error, "{}", crate::error_chain(&error));
-                    self.metrics.count_error(error_kind(&error));
-                }
+                Err(error) => self.report(&error),
             }
         }
         self.metrics.deltas_applied(applied);
@@ -252,14 +249,21 @@ impl<D: Dataplane> Daemon<D> {
             self.refresh_interfaces();
         }
         self.metrics.observe_dataplane(self.dataplane.status());
+        self.metrics
+            .observe_packets(self.dataplane.packet_counters());
     }
 
     fn refresh_interfaces(&mut self) {
         self.last_interface_check = Instant::now();
         for error in self.dataplane.refresh_interfaces() {
-            tracing::error!(error = %error, "{}", crate::error_chain(&error));
-            self.metrics.count_error(error_kind(&error));
+            self.report(&error);
         }
+    }
+
+    /// Logs a rejected dataplane change with its causes, and counts it by kind.
+    fn report(&self, error: &crate::dataplane::DataplaneError) {
+        tracing::error!(error = %error, "{}", crate::error_chain(error));
+        self.metrics.count_error(error_kind(error));
     }
 
     fn answer(&self, request: &DebugRequest) -> DebugResponse {

@@ -52,9 +52,16 @@ pub trait Dataplane {
         Vec::new()
     }
 
-    /// What the dataplane holds and has counted, for metrics and status.
+    /// What the dataplane holds, for metrics: cheap, read after every batch.
     fn status(&self) -> DataplaneStatus {
         DataplaneStatus::default()
+    }
+
+    /// Packets by outcome from the kernel's counters, for metrics: `(program family,
+    /// reason, packets)`, e.g. `("policy_ingress", "deny-rule", 3)`. Map reads, so the
+    /// agent takes them once per tick, not per batch.
+    fn packet_counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        Vec::new()
     }
 
     /// Takes the denied and logged packets reported since the last call.
@@ -102,9 +109,6 @@ impl std::fmt::Display for FlowRecord {
 pub struct DataplaneStatus {
     /// Entries in use and capacity, per map.
     pub maps: Vec<MapUsage>,
-    /// Packets by outcome: `(program family, reason, packets)`, e.g. `("policy_ingress",
-    /// "deny_rule", 3)`.
-    pub packets: Vec<(&'static str, &'static str, u64)>,
     /// Endpoints of this node whose interface was not found, with the reason.
     pub waiting_for_interface: Vec<(EndpointName, String)>,
 }

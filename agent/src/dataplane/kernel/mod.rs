@@ -1065,6 +1065,16 @@ impl Dataplane for KernelDataplane {
                 capacity: u64::from(capacity),
             });
         }
+        status.waiting_for_interface = self
+            .waiting
+            .iter()
+            .map(|(name, (_, reason))| (name.clone(), reason.clone()))
+            .collect();
+        status
+    }
+
+    fn packet_counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut packets = Vec::new();
         match self.verdicts() {
             Ok(verdicts) => {
                 for (direction, reason, counter) in verdicts.iter() {
@@ -1072,9 +1082,7 @@ impl Dataplane for KernelDataplane {
                         PolicyDirection::Ingress => "policy_ingress",
                         PolicyDirection::Egress => "policy_egress",
                     };
-                    status
-                        .packets
-                        .push((family, reason.name(), counter.packets));
+                    packets.push((family, reason.name(), counter.packets));
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot read the policy verdict counters"),
@@ -1082,18 +1090,11 @@ impl Dataplane for KernelDataplane {
         match self.nat_counts() {
             Ok(nat) => {
                 for reason in fedwall_common::nat::NatReason::ALL {
-                    status
-                        .packets
-                        .push(("nat", reason.name(), nat.get(reason).packets));
+                    packets.push(("nat", reason.name(), nat.get(reason).packets));
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot read the NAT counters"),
         }
-        status.waiting_for_interface = self
-            .waiting
-            .iter()
-            .map(|(name, (_, reason))| (name.clone(), reason.clone()))
-            .collect();
-        status
+        packets
     }
 }
