@@ -136,131 +136,159 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let s = self.with(|s| s.clone());
-        let mut out = String::new();
-        let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        gauge(
+        let mut out = Exposition::default();
+        out.gauge(
             "fedwall_ready",
             "1 once every source synced and its state is programmed.",
             u64::from(s.ready),
         );
-        gauge(
+        out.gauge(
             "fedwall_local_datastore_synced",
             "1 once the local datastore sent its whole state (remote clusters: fedwall_remote_cluster_state).",
             u64::from(s.local_synced),
         );
-        gauge(
+        out.gauge(
             "fedwall_local_endpoints",
             "Endpoints of this node under enforcement.",
             s.local_endpoints as u64,
         );
-        gauge(
+        out.gauge(
             "fedwall_endpoints",
             "Endpoints of every cluster known to calc.",
             s.endpoints as u64,
         );
-        gauge("fedwall_policies", "Valid policies.", s.policies as u64);
-        gauge(
+        out.gauge("fedwall_policies", "Valid policies.", s.policies as u64);
+        out.gauge(
             "fedwall_object_problems",
             "Objects that could not be used (see the logs or fedwall eval).",
             s.problems as u64,
         );
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_remote_cluster_state Connection state per remote cluster (1 for the current state).\n\
-             # TYPE fedwall_remote_cluster_state gauge"
+        out.family(
+            "fedwall_remote_cluster_state",
+            "gauge",
+            "Connection state per remote cluster (1 for the current state).",
         );
         for (cluster, state) in &s.remote_states {
-            let _ = writeln!(
-                out,
-                "fedwall_remote_cluster_state{{cluster=\"{}\",state=\"{state}\"}} 1",
-                escape(cluster)
+            out.sample(
+                "fedwall_remote_cluster_state",
+                &[("cluster", cluster), ("state", state)],
+                1,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_deltas_applied_total Changes programmed into the dataplane.\n\
-             # TYPE fedwall_deltas_applied_total counter\nfedwall_deltas_applied_total {}",
-            s.deltas_applied
+        out.family(
+            "fedwall_deltas_applied_total",
+            "counter",
+            "Changes programmed into the dataplane.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_update_latency_seconds From a datastore update to its state programmed in the kernel, quantiles over the last {LATENCY_WINDOW} batches.\n\
-             # TYPE fedwall_update_latency_seconds summary"
+        out.sample("fedwall_deltas_applied_total", &[], s.deltas_applied);
+        out.family(
+            "fedwall_update_latency_seconds",
+            "summary",
+            &format!(
+                "From a datastore update to its state programmed in the kernel, quantiles over the last {LATENCY_WINDOW} batches."
+            ),
         );
         let mut sorted: Vec<f64> = s.latencies.iter().copied().collect();
         sorted.sort_by(f64::total_cmp);
         for quantile in [0.5, 0.9, 0.99, 1.0] {
             if let Some(value) = quantile_of(&sorted, quantile) {
-                let _ = writeln!(
-                    out,
-                    "fedwall_update_latency_seconds{{quantile=\"{quantile}\"}} {value:.6}"
+                out.sample(
+                    "fedwall_update_latency_seconds",
+                    &[("quantile", &quantile.to_string())],
+                    format!("{value:.6}"),
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "fedwall_update_latency_seconds_sum {:.6}\nfedwall_update_latency_seconds_count {}",
-            s.latency_sum, s.latency_count
-        );
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_errors_total Rejected dataplane updates, by kind.\n# TYPE fedwall_errors_total counter"
+        let sum = format!("{:.6}", s.latency_sum);
+        out.sample("fedwall_update_latency_seconds_sum", &[], sum);
+        out.sample("fedwall_update_latency_seconds_count", &[], s.latency_count);
+        out.family(
+            "fedwall_errors_total",
+            "counter",
+            "Rejected dataplane updates, by kind.",
         );
         for (kind, count) in &s.errors {
-            let _ = writeln!(out, "fedwall_errors_total{{kind=\"{kind}\"}} {count}");
+            out.sample("fedwall_errors_total", &[("kind", kind)], count);
         }
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_flow_events_total Denied and logged packets the kernel reported (denied ones are logged at debug level, Log rules' at info, target fedwall::flow).\n\
-             # TYPE fedwall_flow_events_total counter\n\
-             fedwall_flow_events_total{{kind=\"denied\"}} {}\nfedwall_flow_events_total{{kind=\"logged\"}} {}",
-            s.flow_events_denied, s.flow_events_logged
+        out.family(
+            "fedwall_flow_events_total",
+            "counter",
+            "Denied and logged packets the kernel reported (denied ones are logged at debug level, Log rules' at info, target fedwall::flow).",
         );
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_map_entries Entries in use per kernel map.\n# TYPE fedwall_map_entries gauge"
-        );
-        for usage in &s.dataplane.maps {
-            let _ = writeln!(
-                out,
-                "fedwall_map_entries{{map=\"{}\"}} {}",
-                usage.map, usage.used
-            );
+        for (kind, count) in [
+            ("denied", s.flow_events_denied),
+            ("logged", s.flow_events_logged),
+        ] {
+            out.sample("fedwall_flow_events_total", &[("kind", kind)], count);
         }
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_map_capacity Entries each kernel map can hold.\n# TYPE fedwall_map_capacity gauge"
+        out.family(
+            "fedwall_map_entries",
+            "gauge",
+            "Entries in use per kernel map.",
         );
         for usage in &s.dataplane.maps {
-            let _ = writeln!(
-                out,
-                "fedwall_map_capacity{{map=\"{}\"}} {}",
-                usage.map, usage.capacity
+            out.sample("fedwall_map_entries", &[("map", usage.map)], usage.used);
+        }
+        out.family(
+            "fedwall_map_capacity",
+            "gauge",
+            "Entries each kernel map can hold.",
+        );
+        for usage in &s.dataplane.maps {
+            out.sample(
+                "fedwall_map_capacity",
+                &[("map", usage.map)],
+                usage.capacity,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_packets_total Packets by program and outcome, from the kernel's counters (drops are the reasons starting with deny or drop).\n\
-             # TYPE fedwall_packets_total counter"
+        out.family(
+            "fedwall_packets_total",
+            "counter",
+            "Packets by program and outcome, from the kernel's counters (drops are the reasons starting with deny or drop).",
         );
         for (program, reason, packets) in &s.packets {
-            let _ = writeln!(
-                out,
-                "fedwall_packets_total{{program=\"{program}\",reason=\"{reason}\"}} {packets}"
+            out.sample(
+                "fedwall_packets_total",
+                &[("program", program), ("reason", reason)],
+                packets,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP fedwall_endpoints_waiting_for_interface Local endpoints not enforced yet: their interface was not found (the reason is logged).\n\
-             # TYPE fedwall_endpoints_waiting_for_interface gauge\nfedwall_endpoints_waiting_for_interface {}",
-            s.dataplane.waiting_for_interface.len()
+        out.gauge(
+            "fedwall_endpoints_waiting_for_interface",
+            "Local endpoints not enforced yet: their interface was not found (the reason is logged).",
+            s.dataplane.waiting_for_interface.len() as u64,
         );
-        out
+        out.0
+    }
+}
+
+/// The text exposition format, written a metric family at a time.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    /// A family's `# HELP` and `# TYPE` lines.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample: `name{label="value",…} value`, label values escaped.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(key, value)| format!("{key}=\"{}\"", escape(value)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", labels.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    /// A gauge family of one unlabelled sample.
+    fn gauge(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
     }
 }
 
