@@ -357,6 +357,30 @@ pub struct RemoteClusterConfiguration {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: RemoteClusterSpec,
+    /// Written by the agent holding the status Lease, never by users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RemoteClusterStatus>,
+}
+
+/// How the agents see a remote cluster, as one of them reports it in the RCC's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteClusterStatus {
+    /// `Connecting`, `ResyncInProgress`, `InSync`, `ConnectionFailed` or `ConfigIncomplete`.
+    #[serde(default)]
+    pub state: String,
+    /// Why the state is what it is, and the fix, when it is not `InSync`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// How many of the remote cluster's endpoints (pods and host endpoints) are known.
+    #[serde(default)]
+    pub endpoints: u64,
+    /// When the remote cluster was last completely in sync (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+    /// The node whose agent wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporter: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,6 +399,10 @@ pub struct RemoteClusterSpec {
     pub kubeconfig: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_inline: Option<String>,
+    /// How long the last-known endpoints of an unreachable remote cluster keep being
+    /// enforced (a duration: `90s`, `10m`, `1h`); absent: until it is reachable again.
+    #[serde(default, rename = "staleDataTTL", skip_serializing_if = "Option::is_none")]
+    pub stale_data_ttl: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
