@@ -154,7 +154,8 @@ fn every_example_object_written_as_a_manifest_reads_back_the_same() {
 #[test]
 fn the_watching_source_delivers_the_same_federation() {
     let (sender, receiver) = mpsc::channel();
-    let _source = FederatedFileSource::spawn(cluster_a(), sender).unwrap_or_else(|e| panic!("{e}"));
+    let _source =
+        FederatedFileSource::spawn(cluster_a(), sender, None).unwrap_or_else(|e| panic!("{e}"));
     let mut received = Vec::new();
     let mut in_sync = std::collections::BTreeSet::new();
     while in_sync.len() < 3 {

@@ -10,17 +10,20 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
-use super::DatastoreArg;
+use super::{Datastore, DatastoreArg};
 use crate::calc::CalcConfig;
 use crate::daemon::{
     Daemon, DebugRequest, Event, EventSender, EventSink, Metrics, debug, event_channel, http,
 };
 use crate::dataplane::{KernelDataplane, RouteLookup, Uplink, UplinkChoice, netlink};
-use crate::datastore::FederatedFileSource;
+use crate::datastore::kube::{KubeAccess, KubeContext, KubeRuntime, KubeSource, LocalOptions};
+use crate::datastore::{FederatedFileSource, RemoteClusterState};
 use crate::paths::{DEFAULT_LISTEN, DEFAULT_PIN_ROOT, DEFAULT_SOCKET};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
+    fedwall agent --datastore kubernetes        # in a pod: the DaemonSet (deploy/agent.yaml)\n  \
+    fedwall agent --datastore kubernetes --kubeconfig ~/.kube/config --node node-1\n  \
     fedwall agent --datastore file:/etc/fedwall/cluster --node node-1\n  \
     fedwall agent --datastore file:/etc/fedwall/cluster --node node-1 --uplink eth0 --listen 0.0.0.0:9468\n  \
     fedwall agent --cleanup          # uninstall: remove every pin and attachment (agent stopped)\n\n\
@@ -42,6 +45,10 @@ pub struct AgentArgs {
     /// This node's name: pods whose `spec.nodeName` is this name are enforced here.
     #[arg(long, env = "FEDWALL_NODE_NAME", required_unless_present = "cleanup")]
     node: Option<String>,
+    /// The agent's own namespace, where the Lease `fedwall-rcc-status` elects the one agent
+    /// that writes RemoteClusterConfiguration status (kubernetes datastore).
+    #[arg(long, env = "FEDWALL_NAMESPACE", default_value = "fedwall-system")]
+    namespace: String,
     /// This cluster's name: the `fedwall.io/cluster` label of its endpoints.
     #[arg(long, env = "FEDWALL_CLUSTER_NAME", default_value = "local")]
     cluster_name: String,
@@ -66,7 +73,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         return cleanup(&args.pin_root, &args.socket);
     }
     let node = args.node.clone().context("--node is required")?;
-    let dir = args.datastore.file_dir()?.to_owned();
+    let datastore = args.datastore.datastore()?;
     // Signals go to one thread that turns them into a shutdown; block them before any
     // other thread starts, so every thread inherits the mask.
     let signals = block_shutdown_signals()?;
@@ -99,13 +106,21 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     })?;
     spawn_signal_thread(signals, events.clone())?;
     spawn_interface_watch(events.clone())?;
-    let source = FederatedFileSource::spawn(&dir, EventSink(events.clone()))
-        .with_context(|| format!("reading the datastore {}", dir.display()))?;
+    let runtime = KubeRuntime::new().context("starting the runtime of Kubernetes connections")?;
+    let source = start_datastore(
+        &datastore,
+        &runtime,
+        LocalOptions {
+            node: node.clone(),
+            namespace: args.namespace.clone(),
+        },
+        EventSink(events.clone()),
+    )?;
     drop(events);
     tracing::info!(
         node = %node,
         cluster = %args.cluster_name,
-        datastore = %dir.display(),
+        datastore = ?datastore,
         pin_root = %args.pin_root.display(),
         http = %bound,
         socket = %args.socket.display(),
@@ -122,12 +137,67 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     );
     let _dataplane = daemon.run(&receiver);
     drop(source);
+    // Connections still open end with the runtime; none may hold the process up.
+    runtime.shutdown();
     let _ = std::fs::remove_file(&args.socket);
     tracing::info!(
         pin_root = %args.pin_root.display(),
         "agent stopped; enforcement stays in place (pinned). `fedwall agent --cleanup` removes it"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A running datastore source; dropping it stops it.
+#[expect(
+    dead_code,
+    reason = "held only to be dropped: dropping a source stops it"
+)]
+enum Source {
+    File(FederatedFileSource),
+    Kube(KubeSource),
+}
+
+/// Starts reading the datastore; fails only when it cannot be started at all (a local
+/// directory that cannot be read, a kubeconfig that cannot be used). An API server that
+/// does not answer yet is retried.
+fn start_datastore(
+    datastore: &Datastore,
+    runtime: &KubeRuntime,
+    options: LocalOptions,
+    sink: EventSink,
+) -> anyhow::Result<Source> {
+    match datastore {
+        Datastore::File(dir) => {
+            let remotes = KubeContext::without_local_cluster(runtime);
+            FederatedFileSource::spawn(dir, sink, Some(remotes))
+                .map(Source::File)
+                .with_context(|| format!("reading the datastore {}", dir.display()))
+        }
+        Datastore::Kubernetes { kubeconfig } => {
+            let config = match kubeconfig {
+                Some(path) => runtime
+                    .handle()
+                    .block_on(local_config(path))
+                    .map_err(|state| anyhow::anyhow!("--kubeconfig: {}", state))?,
+                None => kube::Config::incluster().context(
+                    "not running in a pod (no service account and KUBERNETES_SERVICE_HOST): \
+                     pass --kubeconfig PATH",
+                )?,
+            };
+            KubeSource::spawn(runtime, config, options, sink)
+                .map(Source::Kube)
+                .context("connecting to this cluster's API server")
+        }
+    }
+}
+
+/// This cluster's client configuration from a kubeconfig file.
+async fn local_config(path: &Path) -> Result<kube::Config, RemoteClusterState> {
+    let access = KubeAccess::Path(path.to_owned());
+    let text = crate::datastore::kube::read_kubeconfig(path)?;
+    crate::datastore::kube::connect_config(&text, &access)
+        .await
+        .map(|connection| connection.config)
 }
 
 /// Says where NAT runs; none is a warning.

@@ -65,7 +65,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .datastore
         .file_dir()
         .with_context(|| format!("no agent answers on {}", args.socket.display()))?;
-    let snapshot = read_federated(dir)?;
+    let snapshot = read_federated(&dir)?;
     let report = from_snapshot(&snapshot, &args.cluster_name, &selector);
     finish(&report, args.output)
 }

@@ -43,23 +43,56 @@ enum Command {
 /// Where cluster data comes from.
 #[derive(Debug, clap::Args)]
 pub struct DatastoreArg {
-    /// The datastore: `file:DIR`, a directory of YAML manifests (Kubernetes object shapes;
-    /// RemoteClusterConfigurations with `datastoreType: file` name remote directories).
-    #[arg(long, env = "FEDWALL_DATASTORE", value_name = "file:DIR")]
+    /// The datastore: `kubernetes`, this cluster's API server (in-cluster credentials, or
+    /// --kubeconfig), or `file:DIR`, a directory of YAML manifests (Kubernetes object
+    /// shapes). RemoteClusterConfigurations name the remote clusters either way.
+    #[arg(long, env = "FEDWALL_DATASTORE", value_name = "kubernetes|file:DIR")]
     datastore: Option<String>,
+    /// With `--datastore kubernetes`: a kubeconfig for this cluster's API server instead of
+    /// the pod's service account (for running the agent outside a pod).
+    #[arg(long, env = "FEDWALL_KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+/// A datastore, as `--datastore` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Datastore {
+    File(std::path::PathBuf),
+    Kubernetes {
+        kubeconfig: Option<std::path::PathBuf>,
+    },
 }
 
 impl DatastoreArg {
-    /// The directory of a `file:` datastore.
-    pub fn file_dir(&self) -> anyhow::Result<&std::path::Path> {
+    pub fn datastore(&self) -> anyhow::Result<Datastore> {
         let Some(datastore) = &self.datastore else {
-            anyhow::bail!("no datastore: pass --datastore file:DIR (or set FEDWALL_DATASTORE)");
+            anyhow::bail!(
+                "no datastore: pass --datastore kubernetes or --datastore file:DIR (or set \
+                 FEDWALL_DATASTORE)"
+            );
         };
-        match datastore.split_once(':') {
-            Some(("file", dir)) if !dir.is_empty() => Ok(std::path::Path::new(dir)),
+        let chosen = match datastore.split_once(':') {
+            Some(("file", dir)) if !dir.is_empty() => Datastore::File(dir.into()),
+            None if datastore == "kubernetes" => Datastore::Kubernetes {
+                kubeconfig: self.kubeconfig.clone(),
+            },
             _ => anyhow::bail!(
-                "--datastore {datastore:?} is not supported: use file:DIR (the kubernetes \
-                 datastore comes with the agent's Kubernetes support)"
+                "--datastore {datastore:?} is not a datastore: use kubernetes or file:DIR"
+            ),
+        };
+        if self.kubeconfig.is_some() && matches!(chosen, Datastore::File(_)) {
+            anyhow::bail!("--kubeconfig goes with --datastore kubernetes, not {datastore}");
+        }
+        Ok(chosen)
+    }
+
+    /// The directory of a `file:` datastore, for the commands that read one themselves.
+    pub fn file_dir(&self) -> anyhow::Result<std::path::PathBuf> {
+        match self.datastore()? {
+            Datastore::File(dir) => Ok(dir),
+            Datastore::Kubernetes { .. } => anyhow::bail!(
+                "this command reads the kubernetes datastore through the agent's socket \
+                 (--socket): run it on a node where the agent runs, or pass --datastore file:DIR"
             ),
         }
     }

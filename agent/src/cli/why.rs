@@ -106,7 +106,7 @@ pub fn run(args: WhyArgs) -> anyhow::Result<ExitCode> {
                     args.socket.display()
                 )
             })?;
-            let snapshot = read_federated(dir)?;
+            let snapshot = read_federated(&dir)?;
             let config = CalcConfig {
                 node,
                 cluster_name: args.cluster_name.clone(),

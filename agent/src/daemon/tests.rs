@@ -97,7 +97,8 @@ fn the_agent_programs_its_datastore_becomes_ready_and_answers_on_its_socket() {
     };
     let daemon = Daemon::new(config, MemoryDataplane::new(), metrics.clone());
     let main_loop = std::thread::spawn(move || daemon.run(&receiver));
-    let source = FederatedFileSource::spawn(&dir.0, EventSink(events.clone())).expect("watch dir");
+    let source =
+        FederatedFileSource::spawn(&dir.0, EventSink(events.clone()), None).expect("watch dir");
 
     assert_eq!(get(addr, "/healthz").0, 200);
     // A failing remote cluster is reported, not waited for.

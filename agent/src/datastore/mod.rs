@@ -1,4 +1,4 @@
-//! The datastore layer: turns sources (a directory of YAML manifests, later Kubernetes API
+//! The datastore layer: turns sources (a directory of YAML manifests, Kubernetes API
 //! servers) into typed [`Update`]s tagged with the cluster they came from. Remote clusters
 //! are sources too, one per RemoteClusterConfiguration, each with its own connection state.
 //! No policy logic lives here.
@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use crate::model::resources::{Resource, ResourceKey};
 
 pub mod file;
+pub mod kube;
 pub mod manifest;
 pub mod remote;
 mod watch;

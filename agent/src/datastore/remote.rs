@@ -1,12 +1,14 @@
 //! Remote clusters named by the local cluster's RemoteClusterConfigurations: which
-//! directory (or, later, API server) each one reads, one watching source per cluster with
-//! its own connection state, and a one-shot read of them all for `fedwall eval`.
+//! directory or API server each one reads, one source per cluster with its own connection
+//! state, and a one-shot read of the directories for `fedwall eval`.
 //! A remote cluster contributes only endpoint data (the federated kinds).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::datastore::file::{DirSnapshot, FileDatastoreError, read_dir};
+use crate::datastore::kube::{Known, KubeAccess, KubeContext, KubeRemote};
 use crate::datastore::watch::{FileSource, Objects};
 use crate::datastore::{Origin, RemoteClusterState, SinkClosed, Update, UpdateSink};
 use crate::model::resources::{
@@ -18,46 +20,115 @@ use crate::model::resources::{
 pub enum RemoteTarget {
     /// `datastoreType: file`: a manifest directory.
     Directory(PathBuf),
+    /// `datastoreType: kubernetes`: an API server, through a kubeconfig.
+    Kubernetes {
+        access: KubeAccess,
+        /// `staleDataTTL`: how long an unreachable cluster's endpoints are kept.
+        stale_ttl: Option<Duration>,
+    },
     /// Nothing to connect to; the state says why.
     Unavailable(RemoteClusterState),
 }
 
 impl RemoteTarget {
-    /// Reads an RCC's spec; a relative `path` is relative to `base_dir`, the directory of
-    /// the local manifests holding the RCC.
+    /// Reads an RCC's spec; a relative `path` or `kubeconfig` is relative to `base_dir`,
+    /// the directory of the local manifests holding the RCC.
     pub fn of(spec: &RemoteClusterSpec, base_dir: &Path) -> RemoteTarget {
+        let incomplete = |reason: String| {
+            RemoteTarget::Unavailable(RemoteClusterState::ConfigIncomplete(reason))
+        };
         match spec.datastore_type.as_deref().unwrap_or("kubernetes") {
             "file" => match spec.path.as_deref().filter(|path| !path.is_empty()) {
                 Some(path) => RemoteTarget::Directory(base_dir.join(path)),
-                None => RemoteTarget::Unavailable(RemoteClusterState::ConfigIncomplete(
+                None => incomplete(
                     "datastoreType file needs spec.path, the directory of the remote cluster's \
                      manifests; set it"
                         .into(),
-                )),
+                ),
             },
-            "kubernetes" => RemoteTarget::Unavailable(
-                if spec.cluster_access_secret.is_none()
-                    && spec.kubeconfig.is_none()
-                    && spec.kubeconfig_inline.is_none()
-                {
-                    RemoteClusterState::ConfigIncomplete(
-                        "datastoreType kubernetes needs clusterAccessSecret, kubeconfig or \
-                         kubeconfigInline; set one of them"
-                            .into(),
-                    )
-                } else {
-                    RemoteClusterState::ConnectionFailed(
-                        "the kubernetes datastore type is not supported yet by this build; use \
-                         datastoreType file with spec.path"
-                            .into(),
-                    )
-                },
-            ),
-            other => RemoteTarget::Unavailable(RemoteClusterState::ConfigIncomplete(format!(
+            "kubernetes" => match (kube_access(spec, base_dir), stale_ttl(spec)) {
+                (Ok(access), Ok(stale_ttl)) => RemoteTarget::Kubernetes { access, stale_ttl },
+                (Err(reason), _) | (_, Err(reason)) => incomplete(reason),
+            },
+            other => incomplete(format!(
                 "unknown datastoreType {other:?}; use kubernetes or file"
-            ))),
+            )),
         }
     }
+}
+
+/// The one way to the API server an RCC of `datastoreType: kubernetes` names.
+fn kube_access(spec: &RemoteClusterSpec, base_dir: &Path) -> Result<KubeAccess, String> {
+    let secret = spec.cluster_access_secret.as_ref().map(|secret| {
+        if secret.kind.as_deref().is_some_and(|kind| kind != "Secret") {
+            return Err(format!(
+                "clusterAccessSecret.kind {:?} is not supported; it must be Secret",
+                secret.kind.as_deref().unwrap_or_default()
+            ));
+        }
+        match (secret.namespace.as_deref(), secret.name.as_str()) {
+            (Some(namespace), name) if !namespace.is_empty() && !name.is_empty() => {
+                Ok(KubeAccess::Secret {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err("clusterAccessSecret needs name and namespace; set both".to_owned()),
+        }
+    });
+    let path = spec
+        .kubeconfig
+        .as_deref()
+        .filter(|path| !path.is_empty())
+        .map(|path| Ok(KubeAccess::Path(base_dir.join(path))));
+    let inline = spec
+        .kubeconfig_inline
+        .as_deref()
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| Ok(KubeAccess::Inline(text.to_owned())));
+    let mut given = [secret, path, inline].into_iter().flatten();
+    match (given.next(), given.next()) {
+        (Some(access), None) => access,
+        (None, _) => Err(
+            "datastoreType kubernetes needs clusterAccessSecret, kubeconfig or \
+                          kubeconfigInline; set one of them"
+                .into(),
+        ),
+        (Some(_), Some(_)) => Err("set only one of clusterAccessSecret, kubeconfig and \
+                                   kubeconfigInline"
+            .into()),
+    }
+}
+
+/// `staleDataTTL`, a duration such as `90s`, `10m`, `1h` or `1h30m`.
+fn stale_ttl(spec: &RemoteClusterSpec) -> Result<Option<Duration>, String> {
+    let Some(text) = spec.stale_data_ttl.as_deref() else {
+        return Ok(None);
+    };
+    parse_duration(text).map(Some).ok_or_else(|| {
+        format!("staleDataTTL {text:?} is not a duration; write it like 90s, 10m or 1h30m")
+    })
+}
+
+/// A Go-style duration of whole hours, minutes and seconds (`1h30m`, `45s`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        total = total.checked_add(number.parse::<u64>().ok()?.checked_mul(unit)?)?;
+        number.clear();
+    }
+    (number.is_empty() && total > 0).then(|| Duration::from_secs(total))
 }
 
 /// The remote clusters the local cluster's RCCs name, each read by its own source. Feed it
@@ -66,29 +137,65 @@ impl RemoteTarget {
 pub struct RemoteClusters<S> {
     base_dir: PathBuf,
     sink: S,
+    /// Where Kubernetes remote clusters connect from; without it they are reported as
+    /// unsupported.
+    kube: Option<KubeContext>,
     clusters: BTreeMap<String, RemoteCluster>,
 }
 
 struct RemoteCluster {
     target: RemoteTarget,
-    source: Option<FileSource>,
+    source: Option<Running>,
+}
+
+/// A remote cluster's running source.
+enum Running {
+    File(FileSource),
+    Kube(KubeRemote),
+}
+
+/// What the receiver holds from a stopped source.
+enum Held {
+    File(Objects),
+    Kube(Known),
+}
+
+impl Held {
+    fn keys(&self) -> Vec<ResourceKey> {
+        match self {
+            Held::File(objects) => sorted(objects.keys()),
+            Held::Kube(known) => sorted(known.keys()),
+        }
+    }
 }
 
 impl RemoteCluster {
     /// Stops reading the cluster; returns what its receiver holds from it.
-    fn stop(self) -> Objects {
-        self.source.map(FileSource::stop).unwrap_or_default()
+    fn stop(self) -> Held {
+        match self.source {
+            Some(Running::File(source)) => Held::File(source.stop()),
+            Some(Running::Kube(source)) => Held::Kube(source.stop()),
+            None => Held::File(Objects::default()),
+        }
     }
 }
 
 impl<S: UpdateSink + Clone> RemoteClusters<S> {
-    /// `base_dir` resolves relative `spec.path`s: the local manifest directory.
+    /// `base_dir` resolves relative `spec.path`s and `spec.kubeconfig`s: the local
+    /// manifest directory.
     pub fn new(base_dir: impl Into<PathBuf>, sink: S) -> RemoteClusters<S> {
         RemoteClusters {
             base_dir: base_dir.into(),
             sink,
+            kube: None,
             clusters: BTreeMap::new(),
         }
+    }
+
+    /// Connects `datastoreType: kubernetes` clusters through `context`.
+    pub fn with_kube(mut self, context: KubeContext) -> RemoteClusters<S> {
+        self.kube = Some(context);
+        self
     }
 
     /// Follows the local cluster's RemoteClusterConfigurations: a new one starts a source,
@@ -119,17 +226,24 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
             return Ok(());
         }
         tracing::info!(cluster = %name, ?target, "remote cluster configured");
-        let known = self
+        let held = self
             .clusters
             .remove(&name)
             .map(RemoteCluster::stop)
-            .unwrap_or_default();
+            .unwrap_or(Held::File(Objects::default()));
         let origin = Origin::Remote(name.clone());
-        let source = match &target {
-            RemoteTarget::Directory(dir) => {
-                let keys = sorted_keys(&known);
+        let source = match (&target, self.kube.clone(), held) {
+            (RemoteTarget::Directory(dir), _, held) => {
+                let known = match held {
+                    Held::File(objects) => objects,
+                    held => {
+                        self.delete_all(&name, held.keys())?;
+                        Objects::default()
+                    }
+                };
+                let keys = sorted(known.keys());
                 match FileSource::spawn_retrying(dir.clone(), origin, self.sink.clone(), known) {
-                    Ok(source) => Some(source),
+                    Ok(source) => Some(Running::File(source)),
                     Err(error) => {
                         self.delete_all(&name, keys)?;
                         self.send_state(
@@ -140,10 +254,39 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
                     }
                 }
             }
-            RemoteTarget::Unavailable(state) => {
+            (RemoteTarget::Kubernetes { access, stale_ttl }, Some(context), held) => {
+                let known = match held {
+                    Held::Kube(known) => known,
+                    held => {
+                        self.delete_all(&name, held.keys())?;
+                        Known::default()
+                    }
+                };
+                Some(Running::Kube(KubeRemote::spawn(
+                    &context,
+                    &name,
+                    access.clone(),
+                    *stale_ttl,
+                    self.sink.clone(),
+                    known,
+                )))
+            }
+            (RemoteTarget::Kubernetes { .. }, None, held) => {
+                self.delete_all(&name, held.keys())?;
+                self.send_state(
+                    &name,
+                    RemoteClusterState::ConfigIncomplete(
+                        "this command does not connect to Kubernetes remote clusters; ask the \
+                         agent (it does), or use datastoreType file"
+                            .into(),
+                    ),
+                )?;
+                None
+            }
+            (RemoteTarget::Unavailable(state), _, held) => {
                 // The configuration no longer says where the cluster's data is: what was
                 // read before cannot be kept up to date.
-                self.delete_all(&name, sorted_keys(&known))?;
+                self.delete_all(&name, held.keys())?;
                 self.send_state(&name, state.clone())?;
                 None
             }
@@ -153,10 +296,13 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
     }
 
     fn remove(&mut self, name: &str) -> Result<(), SinkClosed> {
+        if let Some(context) = &self.kube {
+            context.reports.remove(name);
+        }
         match self.clusters.remove(name) {
             Some(cluster) => {
                 tracing::info!(cluster = %name, "remote cluster removed");
-                self.delete_all(name, sorted_keys(&cluster.stop()))
+                self.delete_all(name, cluster.stop().keys())
             }
             None => Ok(()),
         }
@@ -173,6 +319,9 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
     }
 
     fn send_state(&mut self, name: &str, state: RemoteClusterState) -> Result<(), SinkClosed> {
+        if let Some(context) = &self.kube {
+            context.reports.set_state(name, &state);
+        }
         self.sink.send(Update::RemoteState {
             cluster: name.to_owned(),
             state,
@@ -180,9 +329,9 @@ impl<S: UpdateSink + Clone> RemoteClusters<S> {
     }
 }
 
-/// What a stopped source's receiver holds, in key order: deleted in a stable order.
-fn sorted_keys(objects: &Objects) -> Vec<ResourceKey> {
-    let mut keys: Vec<ResourceKey> = objects.keys().cloned().collect();
+/// Keys in order: a stopped source's objects are deleted in a stable order.
+fn sorted<'a>(keys: impl Iterator<Item = &'a ResourceKey>) -> Vec<ResourceKey> {
+    let mut keys: Vec<ResourceKey> = keys.cloned().collect();
     keys.sort_unstable();
     keys
 }
@@ -197,15 +346,19 @@ pub struct FederatedFileSource {
 impl FederatedFileSource {
     /// Fails when the local directory cannot be read now; remote directories that cannot be
     /// read are reported as their clusters' `ConnectionFailed` state and retried.
+    /// With `kube`, RCCs of `datastoreType: kubernetes` (kubeconfig or kubeconfigInline)
+    /// connect too.
     pub fn spawn<S: UpdateSink + Clone>(
         dir: impl Into<PathBuf>,
         sink: S,
+        kube: Option<KubeContext>,
     ) -> Result<FederatedFileSource, FileDatastoreError> {
         let dir = dir.into();
-        let federating = Federating {
-            remotes: RemoteClusters::new(dir.clone(), sink.clone()),
-            downstream: sink,
-        };
+        let mut remotes = RemoteClusters::new(dir.clone(), sink.clone());
+        if let Some(context) = kube {
+            remotes = remotes.with_kube(context);
+        }
+        let federating = Federating::new(remotes, sink);
         let local = FileSource::spawn(dir, Origin::Local, federating)?;
         Ok(FederatedFileSource { local })
     }
@@ -218,9 +371,18 @@ impl FederatedFileSource {
 /// The local source's sink: passes every update on, after letting the remote clusters
 /// follow the RCCs among them. Owned by the local source's thread, so the remote sources
 /// stop when it does.
-struct Federating<S> {
+pub(crate) struct Federating<S> {
     remotes: RemoteClusters<S>,
     downstream: S,
+}
+
+impl<S> Federating<S> {
+    pub(crate) fn new(remotes: RemoteClusters<S>, downstream: S) -> Federating<S> {
+        Federating {
+            remotes,
+            downstream,
+        }
+    }
 }
 
 impl<S: UpdateSink + Clone> UpdateSink for Federating<S> {
@@ -265,6 +427,12 @@ impl RemoteSnapshot {
                     unavailable(RemoteClusterState::ConnectionFailed(error.remote_reason()))
                 }
             },
+            RemoteTarget::Kubernetes { access, .. } => {
+                unavailable(RemoteClusterState::ConnectionFailed(format!(
+                    "not read: this command reads a Kubernetes remote cluster ({access}) only \
+                     through the running agent, and none answered"
+                )))
+            }
             RemoteTarget::Unavailable(state) => unavailable(state),
         }
     }
@@ -363,7 +531,8 @@ mod tests {
     fn federation(root: &TestDir) -> (FederatedFileSource, Receiver<Update>) {
         root.write("a/rcc.yaml", &rcc("b", "{datastoreType: file, path: ../b}"));
         let (sender, updates) = mpsc::channel();
-        let source = FederatedFileSource::spawn(root.path().join("a"), sender).expect("spawn");
+        let source =
+            FederatedFileSource::spawn(root.path().join("a"), sender, None).expect("spawn");
         (source, updates)
     }
 
@@ -500,9 +669,38 @@ mod tests {
                 .starts_with("ConfigIncomplete: unknown datastoreType \"etcd\"")
         );
         assert!(problem("{}").starts_with("ConfigIncomplete: datastoreType kubernetes needs"));
-        assert!(problem("{kubeconfig: /k}").starts_with(
-            "ConnectionFailed: the kubernetes datastore type is not supported yet by this build"
-        ));
+        assert_eq!(
+            target("{kubeconfig: k.yaml, staleDataTTL: 1h30m}"),
+            RemoteTarget::Kubernetes {
+                access: KubeAccess::Path("/data/a/k.yaml".into()),
+                stale_ttl: Some(Duration::from_secs(5400)),
+            }
+        );
+        assert_eq!(
+            target("{clusterAccessSecret: {name: b, namespace: fedwall-system, kind: Secret}}"),
+            RemoteTarget::Kubernetes {
+                access: KubeAccess::Secret {
+                    namespace: "fedwall-system".into(),
+                    name: "b".into()
+                },
+                stale_ttl: None,
+            }
+        );
+        assert!(
+            problem("{clusterAccessSecret: {name: b}}")
+                .starts_with("ConfigIncomplete: clusterAccessSecret needs name and namespace")
+        );
+        assert!(
+            problem("{kubeconfig: /k, kubeconfigInline: 'apiVersion: v1'}")
+                .starts_with("ConfigIncomplete: set only one of")
+        );
+        assert!(
+            problem("{kubeconfig: /k, staleDataTTL: soon}")
+                .starts_with("ConfigIncomplete: staleDataTTL \"soon\" is not a duration")
+        );
+        // An inline kubeconfig holds credentials: it is never printed.
+        let inline = format!("{:?}", target("{kubeconfigInline: 'token: s3cr3t'}"));
+        assert!(!inline.contains("s3cr3t"), "{inline}");
     }
 
     #[test]

@@ -359,7 +359,7 @@ pub struct RemoteClusterConfiguration {
     pub spec: RemoteClusterSpec,
     /// Written by the agent holding the status Lease, never by users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<RemoteClusterStatus>,
+    pub status: Option<Box<RemoteClusterStatus>>,
 }
 
 /// How the agents see a remote cluster, as one of them reports it in the RCC's status.
@@ -394,14 +394,18 @@ pub struct RemoteClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster_access_secret: Option<SecretReference>,
+    pub cluster_access_secret: Option<Box<SecretReference>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_inline: Option<String>,
     /// How long the last-known endpoints of an unreachable remote cluster keep being
     /// enforced (a duration: `90s`, `10m`, `1h`); absent: until it is reachable again.
-    #[serde(default, rename = "staleDataTTL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "staleDataTTL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stale_data_ttl: Option<String>,
 }
 
@@ -604,12 +608,7 @@ impl Resource {
                 kind: kind_name.clone(),
             }
         })?;
-        let resource =
-            Resource::deserialize_kind(kind, value).map_err(|e| ResourceError::Shape {
-                kind,
-                message: e.to_string(),
-            })?;
-        resource.checked()
+        Resource::parse_kind(kind, value)
     }
 
     /// Parses one manifest's text straight into its resource, when its first two keys are
@@ -620,6 +619,25 @@ impl Resource {
     pub fn from_yaml_text(text: &str) -> Option<Resource> {
         let InOrder(resource) = serde_yaml::from_str(text).ok()?;
         resource.checked().ok()
+    }
+
+    /// An object of `kind` as an API server returns it (JSON; list items carry no
+    /// apiVersion and kind, so the caller names the kind).
+    pub fn from_json(kind: Kind, value: serde_json::Value) -> Result<Resource, ResourceError> {
+        Resource::parse_kind(kind, value)
+    }
+
+    /// Deserializes an object of `kind` and checks it.
+    fn parse_kind<'de, D: serde::Deserializer<'de>>(
+        kind: Kind,
+        deserializer: D,
+    ) -> Result<Resource, ResourceError> {
+        let resource =
+            Resource::deserialize_kind(kind, deserializer).map_err(|e| ResourceError::Shape {
+                kind,
+                message: e.to_string(),
+            })?;
+        resource.checked()
     }
 
     /// What every resource must have, and the namespace a namespaced one defaults to.
