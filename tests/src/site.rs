@@ -258,6 +258,15 @@ impl Site {
     /// Starts `fedwall agent` on the node for the local cluster's directory and waits until
     /// it is ready.
     pub fn start_agent(&self) -> anyhow::Result<Agent> {
+        self.start_agent_with(&[format!(
+            "--datastore=file:{}",
+            self.dir.join(LOCAL_CLUSTER).display()
+        )])
+    }
+
+    /// Starts `fedwall agent` on the node with `datastore` (its --datastore and related
+    /// arguments) and waits until it is ready.
+    pub fn start_agent_with(&self, datastore: &[String]) -> anyhow::Result<Agent> {
         static STARTS: AtomicU32 = AtomicU32::new(0);
         let log_path = self.dir.join(format!(
             "agent-{}.log",
@@ -270,10 +279,7 @@ impl Site {
             .args(["netns", "exec", self.node.name()])
             .arg(fedwall_binary()?)
             .args(["agent", "--node", NODE_NAME, "--uplink", UPLINK])
-            .arg(format!(
-                "--datastore=file:{}",
-                self.dir.join(LOCAL_CLUSTER).display()
-            ))
+            .args(datastore)
             .arg(format!("--pin-root={}", self.pin_root().display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--listen={AGENT_HTTP}"))
@@ -343,13 +349,22 @@ impl Site {
 
     /// Names of the endpoints a selector matches, in the running agent's view.
     pub fn eval(&self, selector: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .eval_report(selector)?
+            .endpoints
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
+    }
+
+    /// The running agent's whole answer to `fedwall eval <selector>`: the endpoints and the
+    /// sources it could not read.
+    pub fn eval_report(&self, selector: &str) -> anyhow::Result<fedwall::calc::eval::EvalReport> {
         let request = DebugRequest::Eval {
             selector: selector.to_owned(),
         };
         match debug::ask(&self.socket(), &request)? {
-            Some(DebugResponse::Eval(report)) => {
-                Ok(report.endpoints.into_iter().map(|e| e.name).collect())
-            }
+            Some(DebugResponse::Eval(report)) => Ok(report),
             Some(DebugResponse::Error(e)) => bail!("agent: {e}"),
             Some(other) => bail!("the agent answered {other:?} to an eval"),
             None => bail!("no agent answers on {}", self.socket().display()),

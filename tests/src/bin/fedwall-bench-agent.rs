@@ -194,6 +194,7 @@ fn write_datastore(root: &Path) -> anyhow::Result<PathBuf> {
                     path: Some(format!("../{}", cluster_name(c))),
                     ..RemoteClusterSpec::default()
                 },
+                status: None,
             })
         }),
     )?;

@@ -415,6 +415,12 @@ impl Cluster {
         };
         self.create(Api::all(self.client()), &binding);
         self.create_service_account(namespace, name, &[]);
+        self.access_of(namespace, name)
+    }
+
+    /// The token and a kubeconfig of an existing ServiceAccount `namespace/name` (made by
+    /// a manifest, say), once its token exists.
+    pub fn access_of(&self, namespace: &str, name: &str) -> Access {
         let token = self.service_account_token(namespace, name);
         let user = format!("system:serviceaccount:{namespace}:{name}");
         Access {

@@ -6,7 +6,9 @@
 //! the result in [`KUBE_BIN_ENV`]). The API stays blocking: [`block_on`] runs kube-rs
 //! calls on one runtime shared by every cluster of the process.
 
+mod apply;
 mod cluster;
+mod forward;
 mod pki;
 mod process;
 
@@ -17,7 +19,9 @@ use std::{
     sync::OnceLock,
 };
 
+pub use apply::apply_yaml;
 pub use cluster::{Access, Cluster, RunningPod, client_for};
+pub use forward::Forward;
 
 /// Names the directory holding `kube-apiserver`, `kube-controller-manager` and `etcd`; set by
 /// `cargo xtask test` once `tests/kube/provision.sh` succeeded.
