@@ -48,7 +48,9 @@ impl Reports {
         self.update(cluster, |status| status.endpoints = endpoints);
     }
 
+    /// The cluster is in sync now.
     pub(crate) fn synced(&self, cluster: &str) {
+        self.set_state(cluster, &RemoteClusterState::InSync);
         self.update(cluster, |status| {
             status.last_sync_time = Some(now().to_string());
         });
