@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use fedwall_tests::kube::{Cluster, Forward, RunningPod, apply_yaml, block_on};
 use fedwall_tests::require_root;
 use fedwall_tests::site::{NODE_ADDR, NODE_NAME, Outcome, Place, Site};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::core::{DynamicObject, GroupVersionKind};
@@ -136,11 +136,12 @@ spec:
       ports: [{protocol: TCP, port: 9090}]
 "#;
 
+/// An RCC whose spec is a block, so that fields can be appended (two-space indent).
 fn rcc(name: &str, secret_namespace: &str, secret: &str) -> String {
     format!(
         "apiVersion: fedwall.io/v1alpha1\nkind: RemoteClusterConfiguration\n\
-         metadata: {{name: {name}}}\n\
-         spec: {{clusterAccessSecret: {{name: {secret}, namespace: {secret_namespace}, kind: Secret}}}}\n"
+         metadata: {{name: {name}}}\nspec:\n  \
+         clusterAccessSecret: {{name: {secret}, namespace: {secret_namespace}, kind: Secret}}\n"
     )
 }
 
@@ -151,7 +152,8 @@ struct Federation {
     c: Cluster,
     /// Cluster B's API server as the node reaches it.
     b_relay: Forward,
-    _relays: Vec<Forward>,
+    c_relay: Forward,
+    _a_relay: Forward,
     tokens: Vec<String>,
     kubeconfig: PathBuf,
 }
@@ -249,7 +251,8 @@ impl Federation {
             b,
             c,
             b_relay,
-            _relays: vec![a_relay, c_relay],
+            c_relay,
+            _a_relay: a_relay,
             tokens,
             kubeconfig,
         }
@@ -436,8 +439,61 @@ fn the_agent_enforces_policy_across_three_real_clusters() {
     f.assert_denied("cluster-b/shop/batch-b2", "cluster-a/shop/web-1", 8080);
     f.assert_allowed("cluster-b/shop/client-b1", "cluster-a/shop/web-1", 8080);
 
+    // The access Secret is rotated to another ServiceAccount and the old one deleted: the
+    // agent reconnects with the new credentials without dropping what it knew.
+    let rotated = f.b.create_reader(FEDWALL_NS, "fedwall-remote-reader-2");
+    f.tokens.push(rotated.token.clone());
+    let secrets: Api<Secret> = Api::namespaced(f.a.client(), FEDWALL_NS);
+    block_on(secrets.patch(
+        "cluster-b-access",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"stringData": {"kubeconfig": &rotated.kubeconfig}})),
+    ))
+    .expect("rotate the access Secret");
+    let accounts: Api<ServiceAccount> = Api::namespaced(f.b.client(), FEDWALL_NS);
+    block_on(accounts.delete("fedwall-remote-reader", &DeleteParams::default()))
+        .expect("delete the old reader");
+    f.await_state("cluster-b", "InSync", Duration::from_secs(30));
+    assert_eq!(
+        f.site
+            .eval("fedwall.io/cluster == 'cluster-b'")
+            .expect("eval")
+            .len(),
+        1
+    );
+    block_on(pods_of(&f.b, "shop").patch(
+        "client-b1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "client", "rotated": "yes"}}})),
+    ))
+    .expect("relabel client-b1");
+    f.site
+        .await_matches("rotated == 'yes'", 1)
+        .expect("a change read with the rotated credentials");
+
+    // With staleDataTTL, an unreachable cluster's endpoints are withdrawn once it expires,
+    // and come back with the cluster.
+    apply_yaml(
+        &f.a.client(),
+        &format!(
+            "{}  staleDataTTL: 3s\n",
+            rcc("cluster-c", FEDWALL_NS, "cluster-c-access")
+        ),
+        |_| true,
+    );
+    f.c_relay.cut();
+    f.site
+        .await_matches("fedwall.io/cluster == 'cluster-c'", 0)
+        .expect("cluster-c withdrawn after its TTL");
+    let reason = f.await_state("cluster-c", "ConnectionFailed", Duration::from_secs(5));
+    assert!(reason.contains("withdrawn after staleDataTTL"), "{reason}");
+    f.c_relay.restore();
+    f.site
+        .await_matches("fedwall.io/cluster == 'cluster-c'", 1)
+        .expect("cluster-c back");
+
     // Bad credentials and a missing Role are named.
-    let reader = f.b.access_of(FEDWALL_NS, "fedwall-remote-reader");
+    let reader = &rotated;
     let wrong = reader
         .kubeconfig
         .replace(&reader.token, "not-a-token-of-cluster-b");
