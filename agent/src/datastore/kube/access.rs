@@ -121,3 +121,93 @@ pub(crate) fn from_secret(
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+
+    use super::*;
+
+    fn access() -> KubeAccess {
+        KubeAccess::Secret {
+            namespace: "fedwall-system".into(),
+            name: "b-access".into(),
+        }
+    }
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    fn problem(result: Result<impl Sized, RemoteClusterState>) -> String {
+        match result {
+            Err(state) => state.to_string(),
+            Ok(_) => panic!("expected a problem"),
+        }
+    }
+
+    #[test]
+    fn a_cluster_access_secret_must_say_kubernetes_and_hold_a_kubeconfig() {
+        let good = secret(&[("datastoreType", "kubernetes"), ("kubeconfig", "k")]);
+        assert_eq!(from_secret(&good, &access()), Ok("k".to_owned()));
+        assert_eq!(
+            from_secret(&secret(&[("kubeconfig", "k")]), &access()),
+            Ok("k".to_owned()),
+            "datastoreType may be left out"
+        );
+        let etcd = problem(from_secret(
+            &secret(&[("datastoreType", "etcdv3"), ("kubeconfig", "k")]),
+            &access(),
+        ));
+        assert!(
+            etcd.starts_with(
+                "ConfigIncomplete: Secret fedwall-system/b-access has datastoreType \"etcdv3\""
+            ),
+            "{etcd}"
+        );
+        let missing = problem(from_secret(
+            &secret(&[("datastoreType", "kubernetes")]),
+            &access(),
+        ));
+        assert!(missing.contains("has no key `kubeconfig`"), "{missing}");
+    }
+
+    #[test]
+    fn a_broken_kubeconfig_is_named_without_its_content() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let text = "users:\n- name: u\n  user: {token: s3cr3t-t0ken\n";
+        let reason = problem(runtime.block_on(connection(text, &access())));
+        assert!(
+            reason.starts_with(
+                "ConfigIncomplete: the kubeconfig in Secret fedwall-system/b-access is not valid"
+            ),
+            "{reason}"
+        );
+        assert!(!reason.contains("s3cr3t"), "{reason}");
+        let no_context =
+            "apiVersion: v1\nkind: Config\nusers: [{name: u, user: {token: s3cr3t-t0ken}}]\n";
+        let reason = problem(runtime.block_on(connection(
+            no_context,
+            &KubeAccess::Inline(no_context.into()),
+        )));
+        assert!(
+            reason.starts_with(
+                "ConfigIncomplete: the kubeconfig in spec.kubeconfigInline cannot be used"
+            ),
+            "{reason}"
+        );
+        assert!(!reason.contains("s3cr3t"), "{reason}");
+    }
+}
