@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// API group and version of fedwall's own resources.
@@ -38,6 +39,22 @@ impl fmt::Display for IntOrString {
             IntOrString::Int(n) => write!(f, "{n}"),
             IntOrString::String(s) => f.write_str(s),
         }
+    }
+}
+
+/// Kubernetes' own schema for an integer or a string: structural CRD schemas take
+/// `x-kubernetes-int-or-string` where a derive would write an `anyOf` of both.
+impl JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
     }
 }
 
@@ -220,22 +237,26 @@ pub struct LabelSelectorRequirement {
 
 // ------------------------------------------------------------------ fedwall.io/v1alpha1
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkPolicy {
+    /// The API server's own ObjectMeta: a CRD schema leaves it out.
+    #[schemars(skip)]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: PolicySpec,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GlobalNetworkPolicy {
+    /// The API server's own ObjectMeta: a CRD schema leaves it out.
+    #[schemars(skip)]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: PolicySpec,
 }
 
 /// The spec shared by NetworkPolicy and GlobalNetworkPolicy (Calico's fields).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySpec {
     /// Lower orders apply first; absent sorts after every number.
@@ -259,7 +280,7 @@ pub struct PolicySpec {
     pub egress: Vec<PolicyRule>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRule {
     pub action: String,
@@ -279,7 +300,7 @@ pub struct PolicyRule {
     pub destination: EntityRule,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IcmpFields {
     #[serde(rename = "type")]
     pub icmp_type: Option<i64>,
@@ -287,7 +308,7 @@ pub struct IcmpFields {
     pub code: Option<i64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntityRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,7 +329,7 @@ pub struct EntityRule {
     pub service_accounts: Option<ServiceAccountMatch>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceAccountMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
@@ -316,14 +337,16 @@ pub struct ServiceAccountMatch {
     pub selector: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HostEndpoint {
+    /// The API server's own ObjectMeta: a CRD schema leaves it out.
+    #[schemars(skip)]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: HostEndpointSpec,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostEndpointSpec {
     #[serde(default)]
@@ -334,14 +357,16 @@ pub struct HostEndpointSpec {
     pub expected_ips: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IpPool {
+    /// The API server's own ObjectMeta: a CRD schema leaves it out.
+    #[schemars(skip)]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: IpPoolSpec,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IpPoolSpec {
     #[serde(default)]
@@ -352,8 +377,10 @@ pub struct IpPoolSpec {
     pub disabled: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RemoteClusterConfiguration {
+    /// The API server's own ObjectMeta: a CRD schema leaves it out.
+    #[schemars(skip)]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: RemoteClusterSpec,
@@ -363,7 +390,7 @@ pub struct RemoteClusterConfiguration {
 }
 
 /// How the agents see a remote cluster, as one of them reports it in the RCC's status.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteClusterStatus {
     /// `Connecting`, `ResyncInProgress`, `InSync`, `ConnectionFailed` or `ConfigIncomplete`.
@@ -383,7 +410,7 @@ pub struct RemoteClusterStatus {
     pub reporter: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteClusterSpec {
     /// `kubernetes` (the default) or `file`.
@@ -409,7 +436,7 @@ pub struct RemoteClusterSpec {
     pub stale_data_ttl: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretReference {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
