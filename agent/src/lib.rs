@@ -7,6 +7,7 @@ pub mod cli;
 pub mod daemon;
 pub mod dataplane;
 pub mod datastore;
+pub mod deploy;
 pub mod model;
 pub mod paths;
 pub mod selector;
