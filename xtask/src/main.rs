@@ -27,6 +27,9 @@ enum Task {
     /// external host and a remote cluster; a file datastore; the real agent; real traffic,
     /// expected against observed; a relabel that flips a flow. Exits 0 only if all matched.
     Demo,
+    /// Regenerate deploy/ (CRDs, agent, remote access) from the Rust types: what
+    /// `fedwall manifests --out-dir deploy` writes, which the T0 tests compare deploy/ with.
+    Manifests,
     /// Run a benchmark; it prints `BENCH <name> <value> <unit>` lines and a table.
     Bench {
         #[arg(value_enum)]
@@ -81,6 +84,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
     match task {
         Task::Bench { name } => return bench::run(&root, name),
         Task::Demo => return demo(&root),
+        Task::Manifests => return manifests(&root),
         Task::Lint => lint(&root, &mut tally),
         Task::Test(args) => test(&root, &args, &mut tally)?,
     }
@@ -159,6 +163,31 @@ fn demo(root: &Path) -> anyhow::Result<ExitCode> {
         .status()
         .context("cannot run the demo")?;
     Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn manifests(root: &Path) -> anyhow::Result<ExitCode> {
+    let deploy = root.join("deploy");
+    let deploy = deploy.to_str().context("the workspace path is not UTF-8")?;
+    let write = cargo(
+        root,
+        &[
+            "run",
+            "-q",
+            "-p",
+            "fedwall",
+            "--bin",
+            "fedwall",
+            "--",
+            "manifests",
+            "--out-dir",
+            deploy,
+        ],
+    );
+    Ok(if step("fedwall manifests --out-dir deploy", write) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

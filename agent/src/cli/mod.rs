@@ -4,6 +4,7 @@
 mod agent;
 mod bpf;
 mod eval;
+mod manifests;
 mod selector;
 mod why;
 
@@ -38,6 +39,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Say whether a flow would be allowed on this node, and which policy rule decides.
     Why(why::WhyArgs),
+    /// Print the manifests that install fedwall (CRDs, RBAC, DaemonSet, remote access).
+    Manifests(manifests::ManifestsArgs),
 }
 
 /// Where cluster data comes from.
@@ -139,6 +142,7 @@ pub fn main() -> ExitCode {
         Command::Selector(command) => selector::run(command),
         Command::Eval(args) => eval::run(args),
         Command::Why(args) => why::run(args),
+        Command::Manifests(args) => manifests::run(args),
     };
     match result {
         Ok(code) => code,
