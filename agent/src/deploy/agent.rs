@@ -19,7 +19,9 @@ use k8s_openapi::{
     },
 };
 
-use super::{AGENT, ManifestError, NAMESPACE, STATUS_LEASE, crd, document, meta};
+use super::{AGENT, ManifestError, NAMESPACE, crd, document, meta};
+use crate::datastore::kube::{STATUS_LEASE, plural};
+use crate::model::resources::Kind;
 use crate::paths::{DEFAULT_LISTEN, DEFAULT_PIN_ROOT, DEFAULT_SOCKET};
 
 /// The capabilities the agent's container keeps (every other one is dropped); the comment
@@ -74,25 +76,34 @@ pub(super) fn documents() -> Result<Vec<String>, ManifestError> {
         metadata: meta(AGENT, Some(NAMESPACE)),
         ..ServiceAccount::default()
     };
-    let fedwall_resources: Vec<String> = crd::fedwall_kinds()
-        .map(|kind| crd::plural(kind).to_owned())
-        .collect();
+    // Every kind the agent reads, one rule per API group.
+    let mut read_rules: Vec<PolicyRule> = Vec::new();
+    for kind in Kind::ALL {
+        let (api_version, _) = kind.type_meta();
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        match read_rules
+            .iter_mut()
+            .find(|rule| rule.api_groups.as_deref() == Some(&[group.to_owned()]))
+        {
+            Some(rule) => rule
+                .resources
+                .get_or_insert_with(Vec::new)
+                .push(plural(kind).to_owned()),
+            None => read_rules.push(rule(group, vec![plural(kind).to_owned()], READ)),
+        }
+    }
     let cluster_role = ClusterRole {
         metadata: meta(AGENT, None),
-        rules: Some(vec![
-            rule(
-                "",
-                strings(["pods", "namespaces", "serviceaccounts", "nodes"]),
-                READ,
-            ),
-            rule("networking.k8s.io", strings(["networkpolicies"]), READ),
-            rule(crd::GROUP, fedwall_resources, READ),
-            rule(
-                crd::GROUP,
-                strings(["remoteclusterconfigurations/status"]),
-                &["get", "update", "patch"],
-            ),
-        ]),
+        rules: Some(
+            read_rules
+                .into_iter()
+                .chain([rule(
+                    crd::GROUP,
+                    strings(["remoteclusterconfigurations/status"]),
+                    &["get", "update", "patch"],
+                )])
+                .collect(),
+        ),
         ..ClusterRole::default()
     };
     let role_ref = |kind: &str| RoleRef {

@@ -11,6 +11,7 @@ use schemars::{JsonSchema, generate::SchemaSettings};
 use serde_json::Value;
 
 use super::ManifestError;
+use crate::datastore::kube::plural;
 use crate::model::resources::{
     FEDWALL_API_VERSION, GlobalNetworkPolicy, HostEndpoint, IpPool, Kind, NetworkPolicy,
     RemoteClusterConfiguration,
@@ -179,22 +180,6 @@ fn definition(kind: Kind, schema: Value) -> Result<CustomResourceDefinition, Man
         },
         status: None,
     })
-}
-
-/// The resource name of a kind in its API group's URLs (`kubectl get <plural>.<group>`).
-pub const fn plural(kind: Kind) -> &'static str {
-    match kind {
-        Kind::NetworkPolicy => "networkpolicies",
-        Kind::GlobalNetworkPolicy => "globalnetworkpolicies",
-        Kind::HostEndpoint => "hostendpoints",
-        Kind::IpPool => "ippools",
-        Kind::RemoteClusterConfiguration => "remoteclusterconfigurations",
-        Kind::Pod => "pods",
-        Kind::Namespace => "namespaces",
-        Kind::ServiceAccount => "serviceaccounts",
-        Kind::Node => "nodes",
-        Kind::K8sNetworkPolicy => "networkpolicies",
-    }
 }
 
 /// What `kubectl get` shows of each kind (Age last, as for built-in kinds: naming columns

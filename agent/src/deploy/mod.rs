@@ -12,8 +12,6 @@ use serde::Serialize;
 pub const NAMESPACE: &str = "fedwall-system";
 /// The agent's ServiceAccount, and the name of its DaemonSet and roles.
 pub const AGENT: &str = "fedwall-agent";
-/// The Lease whose holder writes the RemoteClusterConfigurations' status.
-pub const STATUS_LEASE: &str = "fedwall-rcc-status";
 /// The ServiceAccount, ClusterRole and token Secret a remote cluster grants fedwall.
 pub const REMOTE_READER: &str = "fedwall-remote-reader";
 /// The Secret holding [`REMOTE_READER`]'s token in the remote cluster.

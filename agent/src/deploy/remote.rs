@@ -7,10 +7,7 @@ use k8s_openapi::api::{
 };
 
 use super::{ManifestError, NAMESPACE, REMOTE_READER, REMOTE_READER_TOKEN, document, meta};
-
-/// The core resources a remote cluster's reader may get, list and watch: the endpoint
-/// data fedwall federates, nothing else.
-pub const REMOTE_RESOURCES: [&str; 4] = ["pods", "namespaces", "serviceaccounts", "nodes"];
+use crate::datastore::kube::{REMOTE_KINDS, plural};
 
 pub(super) fn documents() -> Result<Vec<String>, ManifestError> {
     let namespace = Namespace {
@@ -25,7 +22,7 @@ pub(super) fn documents() -> Result<Vec<String>, ManifestError> {
         metadata: meta(REMOTE_READER, None),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
-            resources: Some(REMOTE_RESOURCES.map(str::to_owned).to_vec()),
+            resources: Some(REMOTE_KINDS.map(|kind| plural(kind).to_owned()).to_vec()),
             verbs: ["get", "list", "watch"].map(str::to_owned).to_vec(),
             ..PolicyRule::default()
         }]),

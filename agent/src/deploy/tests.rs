@@ -14,6 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use serde_json::{Value, json};
 
 use super::{Manifest, crd};
+use crate::datastore::kube::plural;
 use crate::model::resources::{
     EntityRule, FEDWALL_API_VERSION, IcmpFields, IntOrString, Kind, ObjectMeta,
     PolicyRule as FedwallRule, PolicySpec, RemoteClusterConfiguration, RemoteClusterSpec,
@@ -174,7 +175,7 @@ fn every_fedwall_kind_has_a_crd_with_its_scope_and_names() {
     for (crd, kind) in crds.iter().zip(crd::fedwall_kinds()) {
         assert_eq!(
             crd.metadata.name.as_deref(),
-            Some(format!("{}.fedwall.io", crd::plural(kind)).as_str())
+            Some(format!("{}.fedwall.io", plural(kind)).as_str())
         );
         let scope = if kind.is_namespaced() {
             "Namespaced"
@@ -478,22 +479,22 @@ fn a_fully_set_object_validates_with_every_field_known() {
         spec: RemoteClusterSpec {
             datastore_type: Some("kubernetes".into()),
             path: Some("../b".into()),
-            cluster_access_secret: Some(SecretReference {
+            cluster_access_secret: Some(Box::new(SecretReference {
                 name: "b".into(),
                 namespace: Some("fedwall-system".into()),
                 kind: Some("Secret".into()),
-            }),
+            })),
             kubeconfig: Some("/etc/b".into()),
             kubeconfig_inline: Some("apiVersion: v1".into()),
             stale_data_ttl: Some("10m".into()),
         },
-        status: Some(RemoteClusterStatus {
+        status: Some(Box::new(RemoteClusterStatus {
             state: "InSync".into(),
             message: "ok".into(),
             endpoints: 3,
             last_sync_time: Some("2024-01-01T00:00:00Z".into()),
             reporter: Some("node-1".into()),
-        }),
+        })),
     };
     for (kind, value) in [
         (Kind::NetworkPolicy, serde_json::to_value(&policy)),
@@ -541,7 +542,7 @@ fn the_agent_reads_everywhere_but_secrets_only_in_its_namespace() {
     ));
     for kind in crd::fedwall_kinds() {
         assert!(
-            grants(&rules, "fedwall.io", crd::plural(kind), "watch"),
+            grants(&rules, "fedwall.io", plural(kind), "watch"),
             "{kind}"
         );
     }
