@@ -436,6 +436,38 @@ impl Cluster {
         }
     }
 
+    /// The access a `kubernetes.io/service-account-token` Secret `namespace/secret` gives,
+    /// as a person following the README builds it: the token and `ca.crt` the token
+    /// controller wrote into it (waiting for them), and this cluster's address.
+    pub fn access_from_token_secret(&self, namespace: &str, secret: &str) -> Access {
+        let secrets: Api<Secret> = Api::namespaced(self.client(), namespace);
+        let what = format!("{}: the token in Secret {namespace}/{secret}", self.name);
+        let (account, token, ca_pem) = wait_until(&what, CONTROLLER_TIMEOUT, || {
+            let found = block_on(secrets.get_opt(secret)).ok().flatten()?;
+            let account = found
+                .metadata
+                .annotations?
+                .remove("kubernetes.io/service-account.name")?;
+            let mut data = found.data?;
+            let text = |bytes: k8s_openapi::ByteString| String::from_utf8(bytes.0).ok();
+            let token = text(data.remove("token")?)?;
+            let ca_pem = text(data.remove("ca.crt")?)?;
+            Some((account, token, ca_pem))
+        });
+        let user = format!("system:serviceaccount:{namespace}:{account}");
+        Access {
+            namespace: namespace.to_owned(),
+            service_account: account,
+            kubeconfig: kubeconfig(
+                &self.name,
+                &self.server,
+                &ca_pem,
+                Credentials::Token(&user, &token),
+            ),
+            token,
+        }
+    }
+
     /// Stores `kubeconfig` in Secret `namespace/name` the way a RemoteClusterConfiguration's
     /// `clusterAccessSecret` expects it: keys `datastoreType: kubernetes` and `kubeconfig`.
     pub fn store_kubeconfig_secret(&self, namespace: &str, name: &str, kubeconfig: &str) -> Secret {
