@@ -58,6 +58,31 @@ fn allowed<T>(what: &str, result: Result<T, kube::Error>) -> T {
     result.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// Lists what fedwall federates, cluster-wide, as `client`; returns the pods' names.
+fn lists_endpoint_data(client: &Client) -> Vec<String> {
+    let list = ListParams::default();
+    allowed(
+        "list namespaces",
+        block_on(Api::<Namespace>::all(client.clone()).list(&list)),
+    );
+    allowed(
+        "list serviceaccounts",
+        block_on(Api::<ServiceAccount>::all(client.clone()).list(&list)),
+    );
+    allowed(
+        "list nodes",
+        block_on(Api::<Node>::all(client.clone()).list(&list)),
+    );
+    let pods = allowed(
+        "list pods",
+        block_on(Api::<Pod>::all(client.clone()).list(&list)),
+    );
+    pods.items
+        .into_iter()
+        .filter_map(|pod| pod.metadata.name)
+        .collect()
+}
+
 /// Applies deploy/crds.yaml and waits until every CRD says Established.
 fn install_crds(cluster: &Cluster) {
     let applied = apply_yaml(&cluster.client(), &shipped(Manifest::Crds), |_| true);
@@ -319,22 +344,7 @@ fn the_agent_reads_what_it_needs_and_secrets_only_in_fedwall_system() {
     let list = ListParams::default();
 
     // Everything it watches, cluster-wide.
-    allowed(
-        "list pods",
-        block_on(Api::<Pod>::all(agent.clone()).list(&list)),
-    );
-    allowed(
-        "list namespaces",
-        block_on(Api::<Namespace>::all(agent.clone()).list(&list)),
-    );
-    allowed(
-        "list serviceaccounts",
-        block_on(Api::<ServiceAccount>::all(agent.clone()).list(&list)),
-    );
-    allowed(
-        "list nodes",
-        block_on(Api::<Node>::all(agent.clone()).list(&list)),
-    );
+    lists_endpoint_data(&agent);
     allowed(
         "list Kubernetes NetworkPolicies",
         block_on(Api::<K8sNetworkPolicy>::all(agent.clone()).list(&list)),
@@ -432,27 +442,10 @@ fn the_remote_reader_lists_endpoint_data_and_nothing_else() {
     assert_eq!(access.service_account, fedwall::deploy::REMOTE_READER);
     let reader = access.client();
     let list = ListParams::default();
-    let pods = allowed(
-        "list pods",
-        block_on(Api::<Pod>::all(reader.clone()).list(&list)),
-    );
-    assert!(
-        pods.items
-            .iter()
-            .any(|pod| pod.metadata.name.as_deref() == Some("client-1")),
+    assert_eq!(
+        lists_endpoint_data(&reader),
+        ["client-1"],
         "the reader sees the running pod"
-    );
-    allowed(
-        "list namespaces",
-        block_on(Api::<Namespace>::all(reader.clone()).list(&list)),
-    );
-    allowed(
-        "list serviceaccounts",
-        block_on(Api::<ServiceAccount>::all(reader.clone()).list(&list)),
-    );
-    allowed(
-        "list nodes",
-        block_on(Api::<Node>::all(reader.clone()).list(&list)),
     );
     for (what, result) in [
         (

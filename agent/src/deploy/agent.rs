@@ -7,19 +7,20 @@ use k8s_openapi::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
             Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-            HostPathVolumeSource, Namespace, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
-            ResourceRequirements, SecurityContext, ServiceAccount, Toleration, Volume, VolumeMount,
+            HostPathVolumeSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
         },
-        rbac::v1::{
-            ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
-        },
+        rbac::v1::{PolicyRule, Role, RoleBinding},
     },
     apimachinery::pkg::{
         api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString,
     },
 };
 
-use super::{AGENT, ManifestError, NAMESPACE, crd, document, meta};
+use super::{
+    AGENT, ManifestError, NAMESPACE, cluster_role_documents, crd, document, grant, meta,
+    namespace_and_account, rule,
+};
 use crate::datastore::kube::{STATUS_LEASE, plural};
 use crate::model::resources::Kind;
 use crate::paths::{DEFAULT_LISTEN, DEFAULT_PIN_ROOT, DEFAULT_SOCKET};
@@ -48,34 +49,8 @@ fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
     items.map(str::to_owned).to_vec()
 }
 
-fn rule(api_group: &str, resources: Vec<String>, verbs: &[&str]) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec![api_group.to_owned()]),
-        resources: Some(resources),
-        verbs: verbs.iter().map(|verb| (*verb).to_owned()).collect(),
-        ..PolicyRule::default()
-    }
-}
-
-fn agent_subject() -> Vec<Subject> {
-    vec![Subject {
-        kind: "ServiceAccount".to_owned(),
-        name: AGENT.to_owned(),
-        namespace: Some(NAMESPACE.to_owned()),
-        ..Subject::default()
-    }]
-}
-
 pub(super) fn documents() -> Result<Vec<String>, ManifestError> {
     const READ: &[&str] = &["get", "list", "watch"];
-    let namespace = Namespace {
-        metadata: meta(NAMESPACE, None),
-        ..Namespace::default()
-    };
-    let service_account = ServiceAccount {
-        metadata: meta(AGENT, Some(NAMESPACE)),
-        ..ServiceAccount::default()
-    };
     // Every kind the agent reads, one rule per API group.
     let mut read_rules: Vec<PolicyRule> = Vec::new();
     for kind in Kind::ALL {
@@ -92,30 +67,14 @@ pub(super) fn documents() -> Result<Vec<String>, ManifestError> {
             None => read_rules.push(rule(group, vec![plural(kind).to_owned()], READ)),
         }
     }
-    let cluster_role = ClusterRole {
-        metadata: meta(AGENT, None),
-        rules: Some(
-            read_rules
-                .into_iter()
-                .chain([rule(
-                    crd::GROUP,
-                    strings(["remoteclusterconfigurations/status"]),
-                    &["get", "update", "patch"],
-                )])
-                .collect(),
-        ),
-        ..ClusterRole::default()
-    };
-    let role_ref = |kind: &str| RoleRef {
-        api_group: "rbac.authorization.k8s.io".to_owned(),
-        kind: kind.to_owned(),
-        name: AGENT.to_owned(),
-    };
-    let cluster_role_binding = ClusterRoleBinding {
-        metadata: meta(AGENT, None),
-        role_ref: role_ref("ClusterRole"),
-        subjects: Some(agent_subject()),
-    };
+    let cluster_rules: Vec<PolicyRule> = read_rules
+        .into_iter()
+        .chain([rule(
+            crd::GROUP,
+            strings(["remoteclusterconfigurations/status"]),
+            &["get", "update", "patch"],
+        )])
+        .collect();
     let role = Role {
         metadata: meta(AGENT, Some(NAMESPACE)),
         rules: Some(vec![
@@ -132,21 +91,20 @@ pub(super) fn documents() -> Result<Vec<String>, ManifestError> {
             },
         ]),
     };
+    let (role_ref, subjects) = grant("Role", AGENT, AGENT);
     let role_binding = RoleBinding {
         metadata: meta(AGENT, Some(NAMESPACE)),
-        role_ref: role_ref("Role"),
-        subjects: Some(agent_subject()),
+        role_ref,
+        subjects,
     };
-    Ok(vec![
-        document("", "Namespace", &namespace)?,
-        document("", "ServiceAccount", &service_account)?,
-        document(
-            "What the agent reads everywhere: endpoint data and policy, and the status of the\n\
-             RemoteClusterConfigurations (written by the agent holding the Lease).",
-            "ClusterRole",
-            &cluster_role,
-        )?,
-        document("", "ClusterRoleBinding", &cluster_role_binding)?,
+    let mut documents = namespace_and_account(AGENT)?;
+    documents.extend(cluster_role_documents(
+        AGENT,
+        cluster_rules,
+        "What the agent reads everywhere: endpoint data and policy, and the status of the\n\
+         RemoteClusterConfigurations (written by the agent holding the Lease).",
+    )?);
+    documents.extend([
         document(
             &format!(
                 "Secrets only in {NAMESPACE}: the kubeconfig Secrets RemoteClusterConfigurations\n\
@@ -158,7 +116,8 @@ pub(super) fn documents() -> Result<Vec<String>, ManifestError> {
         )?,
         document("", "RoleBinding", &role_binding)?,
         document(&daemon_set_why(), "DaemonSet", &daemon_set())?,
-    ])
+    ]);
+    Ok(documents)
 }
 
 fn daemon_set_why() -> String {

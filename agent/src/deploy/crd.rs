@@ -185,71 +185,51 @@ fn definition(kind: Kind, schema: Value) -> Result<CustomResourceDefinition, Man
 /// What `kubectl get` shows of each kind (Age last, as for built-in kinds: naming columns
 /// replaces the default Age column).
 fn printer_columns(kind: Kind) -> Vec<CustomResourceColumnDefinition> {
-    let column = |name: &str, type_: &str, json_path: &str, description: &str| {
-        CustomResourceColumnDefinition {
-            name: name.to_owned(),
-            type_: type_.to_owned(),
-            json_path: json_path.to_owned(),
-            description: (!description.is_empty()).then(|| description.to_owned()),
-            format: None,
-            priority: None,
-        }
-    };
-    let mut columns = match kind {
-        Kind::NetworkPolicy | Kind::GlobalNetworkPolicy => vec![
-            column(
-                "Order",
-                "number",
-                ".spec.order",
-                "Lower orders apply first; empty: after every number.",
-            ),
-            column(
-                "Selector",
-                "string",
-                ".spec.selector",
-                "The endpoints the policy applies to; empty: all().",
-            ),
+    const ORDER: &str = "Lower orders apply first; empty: after every number.";
+    const SELECTOR: &str = "The endpoints the policy applies to; empty: all().";
+    const NAT: &str = "Traffic from the pool to outside every pool is SNATed.";
+    const DISABLED: &str = "A remote cluster's range: never SNATed towards.";
+    const STATE: &str =
+        "Connecting, ResyncInProgress, InSync, ConnectionFailed or ConfigIncomplete.";
+    const ENDPOINTS: &str = "The remote cluster's endpoints fedwall knows.";
+    // (name, type, JSON path, description)
+    let columns: &[(&str, &str, &str, &str)] = match kind {
+        Kind::NetworkPolicy | Kind::GlobalNetworkPolicy => &[
+            ("Order", "number", ".spec.order", ORDER),
+            ("Selector", "string", ".spec.selector", SELECTOR),
         ],
-        Kind::HostEndpoint => vec![
-            column("Node", "string", ".spec.node", ""),
-            column("Interface", "string", ".spec.interfaceName", ""),
+        Kind::HostEndpoint => &[
+            ("Node", "string", ".spec.node", ""),
+            ("Interface", "string", ".spec.interfaceName", ""),
         ],
-        Kind::IpPool => vec![
-            column("CIDR", "string", ".spec.cidr", ""),
-            column(
-                "NATOutgoing",
-                "boolean",
-                ".spec.natOutgoing",
-                "Traffic from the pool to outside every pool is SNATed.",
-            ),
-            column(
-                "Disabled",
-                "boolean",
-                ".spec.disabled",
-                "A remote cluster's range: never SNATed towards.",
-            ),
+        Kind::IpPool => &[
+            ("CIDR", "string", ".spec.cidr", ""),
+            ("NATOutgoing", "boolean", ".spec.natOutgoing", NAT),
+            ("Disabled", "boolean", ".spec.disabled", DISABLED),
         ],
-        Kind::RemoteClusterConfiguration => vec![
-            column("DatastoreType", "string", ".spec.datastoreType", ""),
-            column(
-                "State",
-                "string",
-                ".status.state",
-                "Connecting, ResyncInProgress, InSync, ConnectionFailed or ConfigIncomplete.",
-            ),
-            column(
-                "Endpoints",
-                "integer",
-                ".status.endpoints",
-                "The remote cluster's endpoints fedwall knows.",
-            ),
+        Kind::RemoteClusterConfiguration => &[
+            ("DatastoreType", "string", ".spec.datastoreType", ""),
+            ("State", "string", ".status.state", STATE),
+            ("Endpoints", "integer", ".status.endpoints", ENDPOINTS),
         ],
         Kind::Pod
         | Kind::Namespace
         | Kind::ServiceAccount
         | Kind::Node
-        | Kind::K8sNetworkPolicy => Vec::new(),
+        | Kind::K8sNetworkPolicy => &[],
     };
-    columns.push(column("Age", "date", ".metadata.creationTimestamp", ""));
     columns
+        .iter()
+        .chain([&("Age", "date", ".metadata.creationTimestamp", "")])
+        .map(
+            |(name, type_, json_path, description)| CustomResourceColumnDefinition {
+                name: (*name).to_owned(),
+                type_: (*type_).to_owned(),
+                json_path: (*json_path).to_owned(),
+                description: (!description.is_empty()).then(|| (*description).to_owned()),
+                format: None,
+                priority: None,
+            },
+        )
+        .collect()
 }

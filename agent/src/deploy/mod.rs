@@ -6,6 +6,10 @@ mod agent;
 pub mod crd;
 mod remote;
 
+use k8s_openapi::api::{
+    core::v1::{Namespace, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
+};
 use serde::Serialize;
 
 /// The namespace of the agent, its status Lease and the Secrets naming remote clusters.
@@ -143,6 +147,73 @@ fn meta(
         labels: Some([("app.kubernetes.io/part-of".to_owned(), "fedwall".to_owned())].into()),
         ..Default::default()
     }
+}
+
+/// A rule granting `verbs` on `resources` of one API group.
+fn rule(api_group: &str, resources: Vec<String>, verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![api_group.to_owned()]),
+        resources: Some(resources),
+        verbs: verbs.iter().map(|verb| (*verb).to_owned()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// What a (Cluster)RoleBinding says: `role` (a `role_kind`) for ServiceAccount `account` of
+/// [`NAMESPACE`].
+fn grant(role_kind: &str, role: &str, account: &str) -> (RoleRef, Option<Vec<Subject>>) {
+    let role_ref = RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_owned(),
+        kind: role_kind.to_owned(),
+        name: role.to_owned(),
+    };
+    let subject = Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: account.to_owned(),
+        namespace: Some(NAMESPACE.to_owned()),
+        ..Subject::default()
+    };
+    (role_ref, Some(vec![subject]))
+}
+
+/// ClusterRole `name` with `rules` (`why` says what for) and its ClusterRoleBinding to
+/// ServiceAccount `name` of [`NAMESPACE`], as documents.
+fn cluster_role_documents(
+    name: &str,
+    rules: Vec<PolicyRule>,
+    why: &str,
+) -> Result<Vec<String>, ManifestError> {
+    let role = ClusterRole {
+        metadata: meta(name, None),
+        rules: Some(rules),
+        ..ClusterRole::default()
+    };
+    let (role_ref, subjects) = grant("ClusterRole", name, name);
+    let binding = ClusterRoleBinding {
+        metadata: meta(name, None),
+        role_ref,
+        subjects,
+    };
+    Ok(vec![
+        document(why, "ClusterRole", &role)?,
+        document("", "ClusterRoleBinding", &binding)?,
+    ])
+}
+
+/// The documents of [`NAMESPACE`] and ServiceAccount `account` in it.
+fn namespace_and_account(account: &str) -> Result<Vec<String>, ManifestError> {
+    let namespace = Namespace {
+        metadata: meta(NAMESPACE, None),
+        ..Namespace::default()
+    };
+    let service_account = ServiceAccount {
+        metadata: meta(account, Some(NAMESPACE)),
+        ..ServiceAccount::default()
+    };
+    Ok(vec![
+        document("", "Namespace", &namespace)?,
+        document("", "ServiceAccount", &service_account)?,
+    ])
 }
 
 #[cfg(test)]

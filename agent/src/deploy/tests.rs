@@ -143,6 +143,16 @@ fn crds() -> Vec<CustomResourceDefinition> {
     crd::custom_resource_definitions().expect("the CRDs generate")
 }
 
+/// A CRD's (only) schema, as JSON.
+fn schema_in(crd: &CustomResourceDefinition) -> Value {
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("a schema");
+    serde_json::to_value(schema).expect("a schema serializes")
+}
+
 /// Every key path in a JSON value (`a.b[].c`).
 fn key_paths(value: &Value, prefix: &str, paths: &mut BTreeSet<String>) {
     match value {
@@ -191,13 +201,7 @@ fn every_fedwall_kind_has_a_crd_with_its_scope_and_names() {
 #[test]
 fn every_schema_is_structural() {
     for crd in crds() {
-        let version = &crd.spec.versions[0];
-        let schema = version
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .expect("a schema");
-        let schema = serde_json::to_value(schema).expect("a schema serializes");
+        let schema = schema_in(&crd);
         let mut problems = Vec::new();
         structural_problems(&schema, &crd.spec.names.kind, &mut problems);
         assert_eq!(problems, Vec::<String>::new(), "{}", crd.spec.names.kind);
@@ -312,13 +316,7 @@ fn only_kinds_with_a_status_have_the_status_subresource() {
 fn printer_columns_name_schema_fields_of_their_type() {
     for crd in crds() {
         let version = &crd.spec.versions[0];
-        let schema = serde_json::to_value(
-            version
-                .schema
-                .as_ref()
-                .and_then(|s| s.open_api_v3_schema.as_ref()),
-        )
-        .expect("a schema serializes");
+        let schema = schema_in(&crd);
         let columns = version
             .additional_printer_columns
             .as_deref()
@@ -525,12 +523,17 @@ fn grants(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool
     })
 }
 
-#[test]
-fn the_agent_reads_everywhere_but_secrets_only_in_its_namespace() {
-    let [cluster_role]: [ClusterRole; 1] = documents_of(Manifest::Agent, "ClusterRole")
+/// The rules of a manifest's only ClusterRole.
+fn cluster_role_rules(manifest: Manifest) -> Vec<PolicyRule> {
+    let [cluster_role]: [ClusterRole; 1] = documents_of(manifest, "ClusterRole")
         .try_into()
         .expect("one ClusterRole");
-    let rules = cluster_role.rules.unwrap_or_default();
+    cluster_role.rules.unwrap_or_default()
+}
+
+#[test]
+fn the_agent_reads_everywhere_but_secrets_only_in_its_namespace() {
+    let rules = cluster_role_rules(Manifest::Agent);
     for resource in ["pods", "namespaces", "serviceaccounts", "nodes"] {
         assert!(grants(&rules, "", resource, "watch"), "{resource}");
     }
@@ -574,10 +577,7 @@ fn the_agent_reads_everywhere_but_secrets_only_in_its_namespace() {
 
 #[test]
 fn the_remote_reader_reads_endpoint_data_only() {
-    let [cluster_role]: [ClusterRole; 1] = documents_of(Manifest::RemoteAccess, "ClusterRole")
-        .try_into()
-        .expect("one ClusterRole");
-    let rules = cluster_role.rules.unwrap_or_default();
+    let rules = cluster_role_rules(Manifest::RemoteAccess);
     let mut granted = BTreeSet::new();
     for rule in &rules {
         for group in rule.api_groups.iter().flatten() {
