@@ -66,7 +66,23 @@ metadata: {name: prometheus-0, namespace: monitoring, labels: {app: prometheus}}
 spec: {nodeName: a-node-1}
 status: {phase: Running, podIP: 10.10.1.11}
 ---
-# Web pods take HTTP only from client pods, of this cluster or any remote one.
+# No pod may reach 198.51.100.0/24; everything else may leave.
+apiVersion: fedwall.io/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: egress-guard}
+spec:
+  selector: all()
+  types: [Egress]
+  egress:
+    - action: Deny
+      destination: {nets: [198.51.100.0/24]}
+    - action: Allow
+"#;
+
+/// cluster-a's two policies on the shop's pods, a fedwall and a Kubernetes one, each with
+/// a federated meaning: the demo's file datastore and the agent's T3 test (through an API
+/// server) enforce the same.
+pub const SHOP_POLICIES: &str = r#"# Web pods take HTTP only from client pods, of this cluster or any remote one.
 apiVersion: fedwall.io/v1alpha1
 kind: NetworkPolicy
 metadata: {name: allow-clients-to-web, namespace: shop}
@@ -79,7 +95,7 @@ spec:
       source: {selector: app == 'client'}
       destination: {ports: [8080]}
 ---
-# Prometheus takes connections only from namespaces of the shop team.
+# Prometheus takes connections only from namespaces of the shop team, in any cluster.
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: prometheus-from-shop, namespace: monitoring}
@@ -89,18 +105,6 @@ spec:
   ingress:
     - from: [{namespaceSelector: {matchLabels: {team: shop}}}]
       ports: [{protocol: TCP, port: 9090}]
----
-# No pod may reach 198.51.100.0/24; everything else may leave.
-apiVersion: fedwall.io/v1alpha1
-kind: GlobalNetworkPolicy
-metadata: {name: egress-guard}
-spec:
-  selector: all()
-  types: [Egress]
-  egress:
-    - action: Deny
-      destination: {nets: [198.51.100.0/24]}
-    - action: Allow
 "#;
 
 const CLUSTER_B: &str = r#"# cluster-b: a remote cluster, federated by cluster-a's RemoteClusterConfiguration.
@@ -245,6 +249,7 @@ pub fn build_site() -> anyhow::Result<Site> {
         );
     }
     site.write(LOCAL_CLUSTER, "cluster.yaml", CLUSTER_A)?;
+    site.write(LOCAL_CLUSTER, "policies.yaml", SHOP_POLICIES)?;
     site.write(REMOTE_CLUSTER, "cluster.yaml", CLUSTER_B)?;
     site.write(REMOTE_CLUSTER, "pods.yaml", &remote_pods("batch"))?;
     Ok(site)

@@ -124,19 +124,19 @@ fn remote_pods_and_policies_coming_and_going_change_enforcement() {
     assert!(!allowed(&site.tcp(&batch_b2(), &web(), 8080)));
 
     // The web policy removed: web-1 has no ingress policy and takes anything; back: denied.
-    let cluster_a =
-        std::fs::read_to_string(site.datastore().join(LOCAL_CLUSTER).join("cluster.yaml"))
-            .expect("read cluster-a");
-    let (before, after) = cluster_a
+    let policies =
+        std::fs::read_to_string(site.datastore().join(LOCAL_CLUSTER).join("policies.yaml"))
+            .expect("read cluster-a's policies");
+    let (before, after) = policies
         .split_once("# Web pods take HTTP only")
-        .expect("the web policy in cluster-a's YAML");
+        .expect("the web policy in cluster-a's policies.yaml");
     let (_, rest) = after.split_once("---").expect("the policy's end");
-    site.write(LOCAL_CLUSTER, "cluster.yaml", &format!("{before}{rest}"))
+    site.write(LOCAL_CLUSTER, "policies.yaml", &format!("{before}{rest}"))
         .expect("write");
     eventually("web-1 open without its policy", || {
         allowed(&site.tcp(&batch_b2(), &web(), 8080))
     });
-    site.write(LOCAL_CLUSTER, "cluster.yaml", &cluster_a)
+    site.write(LOCAL_CLUSTER, "policies.yaml", &policies)
         .expect("write");
     eventually("web-1 closed again by its policy", || {
         !allowed(&site.tcp(&batch_b2(), &web(), 8080))

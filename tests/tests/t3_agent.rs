@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use fedwall_tests::demo;
 use fedwall_tests::kube::{Cluster, Forward, RunningPod, apply_yaml, block_on};
 use fedwall_tests::require_root;
 use fedwall_tests::site::{NODE_ADDR, NODE_NAME, Outcome, Place, Site};
@@ -95,7 +96,7 @@ const PODS: [TestPod; 7] = [
     },
 ];
 
-const CLUSTER_A_POLICY: &str = r#"
+const CLUSTER_A_POOLS: &str = r#"
 apiVersion: fedwall.io/v1alpha1
 kind: IPPool
 metadata: {name: cluster-a-pods}
@@ -110,30 +111,6 @@ apiVersion: fedwall.io/v1alpha1
 kind: IPPool
 metadata: {name: cluster-c-pods}
 spec: {cidr: 10.30.0.0/16, disabled: true}
----
-# Web pods take HTTP only from client pods, of this cluster or any remote one.
-apiVersion: fedwall.io/v1alpha1
-kind: NetworkPolicy
-metadata: {name: allow-clients-to-web, namespace: shop}
-spec:
-  selector: app == 'web'
-  types: [Ingress]
-  ingress:
-    - action: Allow
-      protocol: TCP
-      source: {selector: app == 'client'}
-      destination: {ports: [8080]}
----
-# Prometheus takes connections only from namespaces of the shop team, in any cluster.
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: prometheus-from-shop, namespace: monitoring}
-spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-  ingress:
-    - from: [{namespaceSelector: {matchLabels: {team: shop}}}]
-      ports: [{protocol: TCP, port: 9090}]
 "#;
 
 /// An RCC whose spec is a block, so that fields can be appended (two-space indent).
@@ -217,7 +194,8 @@ impl Federation {
                 site.add_remote_pod(&key, v4(pod.addr));
             }
         }
-        apply_yaml(&a.client(), CLUSTER_A_POLICY, |_| true);
+        apply_yaml(&a.client(), CLUSTER_A_POOLS, |_| true);
+        apply_yaml(&a.client(), demo::SHOP_POLICIES, |_| true);
 
         // Remote access: a read-only ServiceAccount in B and in C, its kubeconfig in a
         // Secret of A's fedwall namespace (readable by the agent through its Role).
