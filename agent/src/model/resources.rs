@@ -536,6 +536,21 @@ pub struct ResourceKey {
     pub name: String,
 }
 
+impl ResourceKey {
+    /// The key of an object of `kind` with this namespace and name as its metadata says;
+    /// a namespaced object without a namespace lives in `default`, as kubectl does, and a
+    /// cluster-scoped one's namespace is ignored.
+    pub fn new(kind: Kind, namespace: Option<&str>, name: &str) -> ResourceKey {
+        ResourceKey {
+            kind,
+            namespace: kind
+                .is_namespaced()
+                .then(|| namespace.unwrap_or("default").to_owned()),
+            name: name.to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for ResourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespace {
@@ -593,16 +608,8 @@ impl Resource {
     }
 
     pub fn key(&self) -> ResourceKey {
-        let kind = self.kind();
         let meta = self.metadata();
-        ResourceKey {
-            kind,
-            // A namespaced object without a namespace lives in `default`, as kubectl does.
-            namespace: kind
-                .is_namespaced()
-                .then(|| meta.namespace.clone().unwrap_or_else(|| "default".into())),
-            name: meta.name.clone(),
-        }
+        ResourceKey::new(self.kind(), meta.namespace.as_deref(), &meta.name)
     }
 
     /// The object as one manifest document (with its `apiVersion` and `kind`), the text

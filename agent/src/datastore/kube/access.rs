@@ -62,9 +62,8 @@ pub async fn connection(text: &str, access: &KubeAccess) -> Result<Connection, R
                 describe(&error)
             ))
         })?;
-    let server = config.cluster_url.to_string();
     Ok(Connection {
-        server: server.trim_end_matches('/').to_owned(),
+        server: config.cluster_url.to_string(),
         config,
     })
 }

@@ -17,8 +17,8 @@ use kube::runtime::watcher::{self, Event};
 
 use super::access::{self, KubeAccess};
 use super::status::Reports;
-use super::sync::{Ended, Feed, Halt, Known, follow};
-use super::{REMOTE_KINDS, failure_reason};
+use super::sync::{Ended, Feed, Halt, Known, follow, request_error};
+use super::{LOCAL_SERVER, REMOTE_KINDS, failure_reason, server_at};
 use crate::datastore::{Origin, RemoteClusterState, UpdateSink};
 
 /// The first pause after a failed connection; it doubles up to [`MAX_RETRY`].
@@ -213,14 +213,10 @@ async fn follow_secret<S: UpdateSink>(
                 )))
             }
             Err(error) => {
-                let reason = match &error {
-                    watcher::Error::InitialListFailed(e)
-                    | watcher::Error::WatchStartFailed(e)
-                    | watcher::Error::WatchFailed(e) => {
-                        failure_reason(e, "this cluster's API server")
-                    }
-                    other => other.to_string(),
+                let Some(error) = request_error(error) else {
+                    continue;
                 };
+                let reason = failure_reason(&error, LOCAL_SERVER);
                 let state =
                     RemoteClusterState::ConnectionFailed(format!("cannot read {access}: {reason}"));
                 if matches!(current, Some(Ok(_))) {
@@ -355,7 +351,10 @@ async fn attempt<S: UpdateSink>(
     match follow(&client, &REMOTE_KINDS, feed).await {
         Ended::Halted(halt) => Attempt::Halted(halt),
         Ended::Failed { error, was_in_sync } => Attempt::Failed {
-            state: RemoteClusterState::ConnectionFailed(failure_reason(&error, &connection.server)),
+            state: RemoteClusterState::ConnectionFailed(failure_reason(
+                &error,
+                &server_at(&connection.server),
+            )),
             was_in_sync,
         },
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::connection::{Backoff, KubeContext};
 use super::status::{Reports, write_status};
 use super::sync::{Ended, Feed, Known, follow};
-use super::{KubeRuntime, failure_reason};
+use super::{KubeRuntime, failure_reason, server_at};
 use crate::datastore::remote::{Federating, RemoteClusters};
 use crate::datastore::{Origin, UpdateSink};
 use crate::model::resources::Kind;
@@ -76,7 +76,7 @@ impl Drop for KubeSource {
 }
 
 async fn follow_local<S: UpdateSink>(client: kube::Client, feed: Feed<S>, server: String) {
-    let server = server.trim_end_matches('/');
+    let server = server_at(&server);
     let mut backoff = Backoff::new();
     loop {
         match follow(&client, &Kind::ALL, &feed).await {
@@ -86,7 +86,7 @@ async fn follow_local<S: UpdateSink>(client: kube::Client, feed: Feed<S>, server
                     backoff = Backoff::new();
                 }
                 tracing::error!(
-                    reason = %failure_reason(&error, server),
+                    reason = %failure_reason(&error, &server),
                     "cannot read this cluster's API server; what is known stays enforced, retrying"
                 );
             }

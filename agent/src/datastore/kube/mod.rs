@@ -92,33 +92,39 @@ fn resource_of(kind: Kind, object: &DynamicObject) -> Result<Resource, ResourceE
 /// so its HostEndpoints are not read.
 pub const REMOTE_KINDS: [Kind; 4] = [Kind::Pod, Kind::Namespace, Kind::ServiceAccount, Kind::Node];
 
-/// Says why a request to an API server failed, and the fix; never echoes credentials (the
-/// API server's messages name the user and the resource, not the token).
+/// How messages name this cluster's API server where its URL is not at hand.
+const LOCAL_SERVER: &str = "this cluster's API server";
+
+/// How messages name the API server at `url`.
+fn server_at(url: &str) -> String {
+    format!("the API server at {}", url.trim_end_matches('/'))
+}
+
+/// Says why a request to `server` (how the message names it) failed, and the fix; never
+/// echoes credentials (the API server's messages name the user and the resource, not the
+/// token).
 pub(crate) fn failure_reason(error: &kube::Error, server: &str) -> String {
     match error {
         kube::Error::Api(status) if status.code == 401 => format!(
-            "unauthorized: the API server at {server} rejected the credentials (401); the \
+            "unauthorized: {server} rejected the credentials (401); the \
              token is wrong, expired or of another cluster: create a new token and update \
              the kubeconfig"
         ),
         kube::Error::Api(status) if status.code == 403 => format!(
-            "forbidden: {} (API server {server}); grant it with a Role or ClusterRole \
+            "forbidden: {} ({server}); grant it with a Role or ClusterRole \
              (deploy/agent.yaml for this cluster, deploy/remote-access.yaml for a remote one)",
             status.message
         ),
         kube::Error::Api(status) if status.code == 404 => format!(
-            "not found: {} (API server {server}); if it names a fedwall.io resource, install \
+            "not found: {} ({server}); if it names a fedwall.io resource, install \
              the CRDs: kubectl apply -f deploy/crds.yaml",
             status.message
         ),
         kube::Error::Api(status) => format!(
-            "the API server at {server} answered {} {}: {}",
+            "{server} answered {} {}: {}",
             status.code, status.reason, status.message
         ),
-        other => format!(
-            "cannot reach the API server at {server}: {}",
-            error_chain(other)
-        ),
+        other => format!("cannot reach {server}: {}", error_chain(other)),
     }
 }
 

@@ -14,7 +14,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 
-use super::{api_resource, failure_reason};
+use super::{LOCAL_SERVER, api_resource, failure_reason};
 use crate::datastore::RemoteClusterState;
 use crate::model::resources::{Kind, RemoteClusterStatus};
 
@@ -86,7 +86,6 @@ pub(crate) async fn write_status(
     let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
     let rccs: Api<DynamicObject> =
         Api::all_with(client, &api_resource(Kind::RemoteClusterConfiguration));
-    let server = "the local cluster";
     let mut written: BTreeMap<String, RemoteClusterStatus> = BTreeMap::new();
     let mut holding = false;
     let mut ticker = tokio::time::interval(STATUS_INTERVAL);
@@ -97,7 +96,7 @@ pub(crate) async fn write_status(
             Err(error) => {
                 tracing::warn!(
                     lease = %format!("{namespace}/{STATUS_LEASE}"),
-                    reason = %failure_reason(&error, server),
+                    reason = %failure_reason(&error, LOCAL_SERVER),
                     "cannot take or renew the RCC status Lease; another agent may write status"
                 );
                 false
@@ -128,7 +127,7 @@ pub(crate) async fn write_status(
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(error) => tracing::warn!(
                     rcc = %cluster,
-                    reason = %failure_reason(&error, server),
+                    reason = %failure_reason(&error, LOCAL_SERVER),
                     "cannot write the RemoteClusterConfiguration's status"
                 ),
             }

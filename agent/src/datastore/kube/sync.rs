@@ -118,23 +118,25 @@ impl<S: UpdateSink> Feed<S> {
         kind: Kind,
         listed: &HashSet<ResourceKey>,
     ) -> Result<(), Halt> {
-        let mut delivery = self.lock();
-        let mut gone: Vec<ResourceKey> = delivery
-            .known
-            .keys()
-            .filter(|key| key.kind == kind && !listed.contains(*key))
-            .cloned()
-            .collect();
-        gone.sort_unstable();
-        gone.iter().try_for_each(|key| delivery.delete(key))
+        self.delete_where(|key| key.kind == kind && !listed.contains(key))
     }
 
     /// Deletes everything the receiver holds from this source (stale data past its TTL).
     pub(crate) fn withdraw_all(&self) -> Result<(), Halt> {
+        self.delete_where(|_| true)
+    }
+
+    /// Deletes, in key order, what the receiver holds and `gone` says is gone.
+    fn delete_where(&self, gone: impl Fn(&ResourceKey) -> bool) -> Result<(), Halt> {
         let mut delivery = self.lock();
-        let mut all: Vec<ResourceKey> = delivery.known.keys().cloned().collect();
-        all.sort_unstable();
-        all.iter().try_for_each(|key| delivery.delete(key))
+        let mut keys: Vec<ResourceKey> = delivery
+            .known
+            .keys()
+            .filter(|key| gone(key))
+            .cloned()
+            .collect();
+        keys.sort_unstable();
+        keys.iter().try_for_each(|key| delivery.delete(key))
     }
 
     /// Whether the receiver holds anything from this source.
@@ -265,15 +267,10 @@ pub(crate) async fn follow<S: UpdateSink>(
             // The watch's resourceVersion expired: the watcher lists again (Init follows)
             // and the list is diffed like any other.
             Err(watcher::Error::WatchError(status)) if status.code == 410 => continue,
-            Err(
-                watcher::Error::InitialListFailed(error)
-                | watcher::Error::WatchStartFailed(error)
-                | watcher::Error::WatchFailed(error),
-            ) => return failed(error),
-            Err(watcher::Error::WatchError(status)) => {
-                return failed(kube::Error::Api(status));
-            }
-            Err(watcher::Error::NoResourceVersion) => continue,
+            Err(error) => match request_error(error) {
+                Some(error) => return failed(error),
+                None => continue,
+            },
         };
         if !answered && matches!(event, Event::InitApply(_) | Event::InitDone) {
             answered = true;
@@ -314,6 +311,18 @@ pub(crate) async fn follow<S: UpdateSink>(
     Ended::Halted(Halt::Stopped)
 }
 
+/// The failed request behind a watcher's error; `None` for one the watcher recovers from
+/// by itself.
+pub(crate) fn request_error(error: watcher::Error) -> Option<kube::Error> {
+    match error {
+        watcher::Error::InitialListFailed(error)
+        | watcher::Error::WatchStartFailed(error)
+        | watcher::Error::WatchFailed(error) => Some(error),
+        watcher::Error::WatchError(status) => Some(kube::Error::Api(status)),
+        watcher::Error::NoResourceVersion => None,
+    }
+}
+
 /// Sends an object that appeared or changed; one fedwall cannot read is logged and
 /// withdrawn (its previous version no longer describes it).
 fn apply<S: UpdateSink>(
@@ -333,15 +342,10 @@ fn apply<S: UpdateSink>(
 
 /// The key of an object as the API server names it.
 fn key_of(kind: Kind, object: &DynamicObject) -> ResourceKey {
-    ResourceKey {
+    let meta = &object.metadata;
+    ResourceKey::new(
         kind,
-        namespace: kind.is_namespaced().then(|| {
-            object
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into())
-        }),
-        name: object.metadata.name.clone().unwrap_or_default(),
-    }
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
