@@ -1,6 +1,8 @@
 //! The connection-tracking table: one entry per flow a policy program let through, so that
-//! the flow's later packets and its replies pass without walking the rules. NAT (a later
-//! program) shares this table, which is why the value has room for a translated address.
+//! the flow's later packets and its replies pass without walking the rules. NAT mappings
+//! use the same key convention in a table of their own (`fedwall_common::nat`), which an
+//! LRU map cannot be: a full LRU evicts its least recently used entry, and an idle mapping
+//! evicted breaks its flow.
 //!
 //! # Key convention
 //! A key names a flow independently of which way a packet goes, so a packet and its reply
@@ -15,7 +17,7 @@
 //!   whose identifier is the same, finds the entry); every other protocol has both ports 0.
 //! - `scope` is the ifindex of the interface whose policy program admitted the flow: a pod
 //!   talking to a pod on the same node crosses two policed interfaces, and each must admit
-//!   the flow on its own. NAT entries will use the ifindex of the interface NAT runs on.
+//!   the flow on its own. NAT mappings use the ifindex of the uplink NAT runs on.
 
 /// Name of the LRU hash of [`ConntrackKey`] → [`ConntrackValue`].
 pub const CONNTRACK_MAP: &str = "fw_conntrack_v1";
@@ -111,13 +113,10 @@ pub struct ConntrackValue {
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) when a packet last refreshed
     /// the entry; see [`timeout_ns`] for how long it lives after that.
     pub last_seen_ns: u64,
-    /// NAT (issue 5): the address a rewrite uses (16 bytes, IPv4-mapped); unused while
-    /// `nat_flags` is 0.
-    pub nat_addr: [u8; 16],
-    /// NAT: the port a rewrite uses, host byte order.
-    pub nat_port: u16,
-    /// NAT: [`NAT_REWRITE_SOURCE`], [`NAT_REVERSE_DESTINATION`].
-    pub nat_flags: u8,
+    /// Where NAT mappings were before they got their own table; kept, always zero, so that
+    /// the pinned `_v1` table of a running node reads the same after an upgrade (renaming
+    /// the map would drop every tracked flow, and with it replies an ingress policy denies).
+    pub _unused: [u8; 19],
     /// TCP progress: `TCP_*` bits. 0 for other protocols.
     pub tcp_state: u8,
     /// `CT_*` bits.
@@ -131,14 +130,11 @@ pub struct ConntrackValue {
 }
 
 const _: () = assert!(core::mem::size_of::<ConntrackValue>() == 40);
+const _: () = assert!(core::mem::offset_of!(ConntrackValue, tcp_state) == 27);
+const _: () = assert!(core::mem::offset_of!(ConntrackValue, rule_slot) == 32);
 
 /// `rule_slot` when no rule admitted the flow.
 pub const CT_NO_RULE: u32 = u32::MAX;
-
-/// NAT: the flow's outgoing packets get their source rewritten to `nat_addr:nat_port`.
-pub const NAT_REWRITE_SOURCE: u8 = 1;
-/// NAT: replies get their destination translated back.
-pub const NAT_REVERSE_DESTINATION: u8 = 2;
 
 /// `flags`: the flow's first packet went from `hi` to `lo` (so `hi` opened it).
 pub const CT_OPENED_BY_HI: u8 = 1;

@@ -1,25 +1,41 @@
 //! NAT-outgoing layouts: the prefix map that says which addresses are in IP pools (and which
-//! are this node's), the per-uplink configuration, and the NAT counters. Mappings themselves
-//! live in the shared conntrack table ([`crate::conntrack`]), two entries per flow.
+//! are this node's), the per-uplink configuration, the mapping table, the fragment table,
+//! and the NAT counters.
 //!
-//! # Mappings in the conntrack table
-//! A translated flow `pod:p → peer:q` leaving through uplink `u` (address `node`) with the
-//! allocated port `n` has two entries, both with `scope = u`:
+//! # Mappings ([`NAT_MAPPINGS_MAP`])
+//! A plain hash, not an LRU: a full table refuses *new* flows (counted as
+//! [`NatReason::DropNatTableFull`]) and never evicts a live mapping. Nothing in the kernel
+//! reclaims an expired entry except a new flow that reuses its key; the agent sweeps the
+//! table (the `fw_nat_sweep` program, run through BPF_PROG_TEST_RUN once per tick).
+//! Keys follow the conntrack convention ([`ConntrackKey`]), with `scope` the uplink's
+//! ifindex. A translated flow `pod:p → peer:q` leaving through uplink `u` (address `node`)
+//! with the allocated port `n` has two entries:
 //! - the *outbound* entry, keyed by the flow as the pod sends it (`pod:p ↔ peer:q`), with
-//!   [`NAT_REWRITE_SOURCE`] and `nat_addr:nat_port = node:n`;
+//!   [`MAPPING_REWRITE_SOURCE`] and `addr:port = node:n`;
 //! - the *reply* entry, keyed by the flow as it is on the wire (`node:n ↔ peer:q`), with
-//!   [`NAT_REVERSE_DESTINATION`] and `nat_addr:nat_port = pod:p`.
+//!   [`MAPPING_REVERSE_DESTINATION`] and `addr:port = pod:p`.
 //!
 //! The reply entry's key is what makes `n` taken for `peer:q`: a port is allocated by
 //! inserting it with `BPF_NOEXIST`. ICMP echo uses the identifier as both ports, as the
-//! conntrack convention says. In NAT entries the TCP FIN bits name the flow's sides, not the
-//! key order (the two keys of a flow order their endpoints differently):
-//! [`NAT_TCP_FIN_INSIDE`] is a FIN from the pod, [`NAT_TCP_FIN_OUTSIDE`] one from the peer.
+//! conntrack convention says. The TCP FIN bits name the flow's sides, not the key order
+//! (the two keys of a flow order their endpoints differently): [`NAT_TCP_FIN_INSIDE`] is a
+//! FIN from the pod, [`NAT_TCP_FIN_OUTSIDE`] one from the peer.
+//!
+//! # Fragments ([`NAT_FRAGMENTS_MAP`])
+//! Only a datagram's first fragment carries ports. When it is translated, its datagram
+//! (addresses, protocol, identification, uplink) is remembered with the address its later
+//! fragments get; they are rewritten alike (their L4 checksum, in the first fragment, was
+//! fixed there). A later fragment that overtook its first one cannot be matched: on egress,
+//! from a natOutgoing pool to where it would be translated, it is dropped and counted
+//! ([`NatReason::DropFragmentUnknown`]) rather than leak the pod's address; on ingress it
+//! passes (it may be the node's own). Identifications are kept: two pods' datagrams to one
+//! peer with equal identifications at the same moment could be confused by the peer's
+//! reassembly, as with any NAT that does not reassemble.
 
-use crate::conntrack::{TCP_FIN_HI, TCP_FIN_LO};
+use crate::conntrack::{TCP_FIN_HI, TCP_FIN_LO, TIMEOUT_TCP_HANDSHAKE_NS, timeout_ns};
 
 #[cfg(doc)]
-use crate::conntrack::{NAT_REVERSE_DESTINATION, NAT_REWRITE_SOURCE};
+use crate::conntrack::ConntrackKey;
 
 /// Name of the LPM trie of 16-byte (IPv4-mapped) prefixes → [`NatPrefix`].
 pub const NAT_PREFIXES_MAP: &str = "fw_nat_prefixes_v1";
@@ -53,15 +69,17 @@ pub const PREFIX_DISABLED: u32 = 4;
 pub const PREFIX_NODE_ADDRESS: u32 = 8;
 
 /// Whether a flow `src → dst` is translated, given what the trie says of each address (the
-/// flags of its longest matching prefix, `None` when none matches): Calico's rule.
+/// flags of its longest matching prefix, `None` when none matches): Calico's rule. The
+/// destination is only looked up for a source in a natOutgoing pool (most traffic on an
+/// uplink is the node's own: one lookup, not two).
 #[inline(always)]
-pub const fn translates(src: Option<NatPrefix>, dst: Option<NatPrefix>) -> bool {
+pub fn translates(src: Option<NatPrefix>, dst: impl FnOnce() -> Option<NatPrefix>) -> bool {
     let from_nat_pool = match src {
         Some(p) => p.flags & PREFIX_NAT_OUTGOING != 0,
         None => false,
     };
     // Any match at all (pool of either kind, or a node address) excludes the destination.
-    from_nat_pool && dst.is_none()
+    from_nat_pool && dst().is_none()
 }
 
 /// An uplink: the address translated flows leave with, per family, and the ports to use.
@@ -90,10 +108,95 @@ pub const UPLINK_HAS_V6: u32 = 2;
 pub const NAT_PORT_FIRST: u16 = 61000;
 pub const NAT_PORT_LAST: u16 = 65535;
 
-/// `nat_flags` of an uplink-scoped entry for a flow that came in to a pod's own address
-/// (a remote cluster reaching it): its packets pass untranslated both ways, as Calico only
-/// masquerades connections the pod opens. Keyed by the flow as it is (one entry).
-pub const NAT_PASS_INBOUND: u8 = 4;
+/// Name of the hash of [`ConntrackKey`] → [`NatMapping`] (see the module documentation).
+pub const NAT_MAPPINGS_MAP: &str = "fw_nat_mappings_v1";
+/// Entries the mapping table holds: two per translated flow, one per recorded inbound flow.
+pub const NAT_MAPPING_ENTRIES: u32 = 262_144;
+
+/// A mapping: what a packet of the flow its key names gets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatMapping {
+    /// `bpf_ktime_get_coarse_ns()` when a packet last refreshed the entry.
+    pub last_seen_ns: u64,
+    /// The address a rewrite writes (16 bytes, IPv4-mapped).
+    pub addr: [u8; 16],
+    /// The port (or echo identifier) a rewrite writes, host byte order.
+    pub port: u16,
+    /// One of `MAPPING_*`.
+    pub flags: u8,
+    /// TCP progress: `TCP_*` bits of [`crate::conntrack`], FINs as [`NAT_TCP_FIN_INSIDE`]
+    /// and [`NAT_TCP_FIN_OUTSIDE`].
+    pub tcp_state: u8,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<NatMapping>() == 32);
+
+impl NatMapping {
+    /// Whether the entry still holds at `now` for a flow of `protocol` (a dead one is
+    /// never refreshed: a new flow replaces it, or the agent's sweep removes it).
+    #[inline(always)]
+    pub const fn live(&self, protocol: u8, now: u64) -> bool {
+        now.saturating_sub(self.last_seen_ns) <= timeout_ns(protocol, self.tcp_state)
+    }
+}
+
+/// The flow's outgoing packets get their source rewritten to `addr:port`.
+pub const MAPPING_REWRITE_SOURCE: u8 = 1;
+/// The flow's replies get their destination translated back to `addr:port`.
+pub const MAPPING_REVERSE_DESTINATION: u8 = 2;
+/// A flow that came in to a pod's own address (a remote cluster reaching it): its packets
+/// pass untranslated both ways, as Calico only masquerades connections the pod opens.
+/// Keyed by the flow as it is (one entry).
+pub const MAPPING_PASS_INBOUND: u8 = 4;
+
+/// Name of the LRU hash of [`NatFragmentKey`] → [`NatFragment`]. LRU is right here: an
+/// evicted entry costs one datagram, never a flow.
+pub const NAT_FRAGMENTS_MAP: &str = "fw_nat_fragments_v1";
+pub const NAT_FRAGMENT_ENTRIES: u32 = 8192;
+/// How long after its first fragment a datagram's later ones are still translated: Linux's
+/// default reassembly timeout (`ipfrag_time`).
+pub const NAT_FRAGMENT_TIMEOUT_NS: u64 = TIMEOUT_TCP_HANDSHAKE_NS;
+
+/// A fragmented datagram as it crosses the uplink.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatFragmentKey {
+    /// Source and destination as on the wire (IPv4-mapped).
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The IPv4 identification (16 bits) or the IPv6 fragment header's (32 bits).
+    pub id: u32,
+    pub protocol: u8,
+    /// 0 for egress, 1 for ingress.
+    pub ingress: u8,
+    pub _pad: u16,
+    /// The uplink's ifindex.
+    pub scope: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<NatFragmentKey>() == 44);
+
+/// What a datagram's later fragments get.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatFragment {
+    /// When the first fragment passed.
+    pub first_seen_ns: u64,
+    /// The source (egress) or destination (ingress) address they are given.
+    pub addr: [u8; 16],
+    /// [`FRAGMENT_REWRITE`] or [`FRAGMENT_PASS`].
+    pub action: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<NatFragment>() == 32);
+
+/// Later fragments get `addr` (the first one was translated).
+pub const FRAGMENT_REWRITE: u32 = 1;
+/// Later fragments pass untouched (the first one belonged to an inbound flow).
+pub const FRAGMENT_PASS: u32 = 2;
 
 /// Ports tried, from a random start, before a new flow is dropped as out of ports.
 pub const NAT_PORT_ATTEMPTS: u32 = 32;
@@ -117,22 +220,28 @@ pub enum NatReason {
     IcmpErrorReversed = 3,
     /// Passed untouched: not from a natOutgoing pool, or to a pool or node address.
     NotEligible = 4,
-    /// Passed untouched: not IP, not parsable, a later fragment, or a protocol NAT does not
-    /// translate (only TCP, UDP and ICMP echo are).
+    /// Passed untouched: not IP, not parsable, or a protocol NAT does not translate (only
+    /// TCP, UDP and ICMP echo are).
     Untranslatable = 5,
     /// Egress: a new flow dropped, every port tried for its peer was taken.
     DropPortsExhausted = 6,
-    /// Egress: a new flow dropped, the conntrack table refused the mapping.
-    DropMapFull = 7,
+    /// Egress: a new flow dropped, the mapping table is full of live mappings.
+    DropNatTableFull = 7,
     /// A translated packet dropped because a rewrite failed half-way.
     DropRewriteFailed = 8,
     /// The program runs on an interface that is not a configured uplink, or the uplink has
     /// no address of the packet's family: passed untouched.
     NoUplink = 9,
+    /// A later fragment of a translated datagram, translated like its first fragment.
+    FragmentTranslated = 10,
+    /// Egress: a later fragment of a datagram whose first fragment was not seen (it came
+    /// first, or over 30 s ago), from a natOutgoing pool to where it would be translated:
+    /// dropped rather than leak the pod's address.
+    DropFragmentUnknown = 11,
 }
 
 impl NatReason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
     pub const ALL: [NatReason; Self::COUNT as usize] = [
         NatReason::Translated,
         NatReason::NewMapping,
@@ -141,9 +250,11 @@ impl NatReason {
         NatReason::NotEligible,
         NatReason::Untranslatable,
         NatReason::DropPortsExhausted,
-        NatReason::DropMapFull,
+        NatReason::DropNatTableFull,
         NatReason::DropRewriteFailed,
         NatReason::NoUplink,
+        NatReason::FragmentTranslated,
+        NatReason::DropFragmentUnknown,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -155,16 +266,21 @@ impl NatReason {
             NatReason::NotEligible => "not_eligible",
             NatReason::Untranslatable => "untranslatable",
             NatReason::DropPortsExhausted => "drop_ports_exhausted",
-            NatReason::DropMapFull => "drop_map_full",
+            NatReason::DropNatTableFull => "drop_nat_table_full",
             NatReason::DropRewriteFailed => "drop_rewrite_failed",
             NatReason::NoUplink => "no_uplink",
+            NatReason::FragmentTranslated => "fragment_translated",
+            NatReason::DropFragmentUnknown => "drop_fragment_unknown",
         }
     }
 
     pub const fn is_drop(self) -> bool {
         matches!(
             self,
-            NatReason::DropPortsExhausted | NatReason::DropMapFull | NatReason::DropRewriteFailed
+            NatReason::DropPortsExhausted
+                | NatReason::DropNatTableFull
+                | NatReason::DropRewriteFailed
+                | NatReason::DropFragmentUnknown
         )
     }
 }
@@ -175,6 +291,15 @@ unsafe impl aya::Pod for NatPrefix {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for NatUplink {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for NatMapping {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for NatFragmentKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for NatFragment {}
 
 #[cfg(test)]
 mod tests {
@@ -193,18 +318,21 @@ mod tests {
         let node = NatPrefix {
             flags: PREFIX_NODE_ADDRESS,
         };
-        assert!(translates(Some(NAT_POOL), None), "nat pool to the internet");
-        assert!(!translates(Some(NAT_POOL), Some(NAT_POOL)), "to a pool");
         assert!(
-            !translates(Some(NAT_POOL), Some(disabled)),
+            translates(Some(NAT_POOL), || None),
+            "nat pool to the internet"
+        );
+        assert!(!translates(Some(NAT_POOL), || Some(NAT_POOL)), "to a pool");
+        assert!(
+            !translates(Some(NAT_POOL), || Some(disabled)),
             "to a remote cluster"
         );
-        assert!(!translates(Some(NAT_POOL), Some(node)), "to the node");
+        assert!(!translates(Some(NAT_POOL), || Some(node)), "to the node");
         assert!(
-            !translates(Some(plain_pool), None),
+            !translates(Some(plain_pool), || None),
             "pool without natOutgoing"
         );
-        assert!(!translates(None, None), "the node's own traffic");
+        assert!(!translates(None, || None), "the node's own traffic");
     }
 }
 

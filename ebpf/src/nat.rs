@@ -3,11 +3,14 @@
 //! a port (or ICMP echo identifier) free for its peer; on TC ingress the replies, and ICMP
 //! errors about the flow (their quote included), are translated back.
 //!
-//! Mappings are two entries of the shared conntrack table (layout in
-//! `fedwall_common::nat`). Only TCP, UDP and ICMP echo are translated: later fragments
-//! (no ports) and other protocols pass untouched. A new flow that finds no free port, or
-//! no room in the table, is dropped with [`NAT_FAIL_ACTION`] and counted; existing mappings
-//! are never taken over while they live.
+//! Mappings are two entries of the NAT mapping table, a plain hash (layout and why in
+//! `fedwall_common::nat`): a new flow that finds no free port, or no room in the table, is
+//! dropped with [`NAT_FAIL_ACTION`] and counted; existing mappings are never evicted or
+//! taken over while they live. [`fw_nat_sweep`] removes the expired ones when the agent
+//! runs it. Only TCP, UDP and ICMP echo are translated; later fragments of a translated
+//! datagram follow its first fragment.
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -15,27 +18,25 @@ use aya_ebpf::{
         __sk_buff, BPF_ANY, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK,
         TC_ACT_SHOT,
     },
-    helpers::{bpf_csum_diff, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_csum_diff, bpf_for_each_map_elem, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::{classifier, map},
-    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use fedwall_common::{
-    conntrack::{
-        CT_NO_RULE, ConntrackKey, ConntrackValue, NAT_REVERSE_DESTINATION, NAT_REWRITE_SOURCE,
-        TCP_ESTABLISHED, TCP_RST, TCP_SYN_SEEN, timeout_ns,
-    },
+    conntrack::{ConntrackKey, TCP_ESTABLISHED, TCP_RST, TCP_SYN_SEEN},
     nat::{
-        NAT_PASS_INBOUND, NAT_PORT_ATTEMPTS, NAT_PREFIX_ENTRIES, NAT_TCP_FIN_INSIDE,
-        NAT_TCP_FIN_OUTSIDE, NAT_UPLINK_ENTRIES, NatPrefix, NatReason, NatUplink,
-        PREFIX_NAT_OUTGOING, UPLINK_HAS_V4, UPLINK_HAS_V6, checksum_update, translates,
+        FRAGMENT_PASS, FRAGMENT_REWRITE, MAPPING_PASS_INBOUND, MAPPING_REVERSE_DESTINATION,
+        MAPPING_REWRITE_SOURCE, NAT_FRAGMENT_ENTRIES, NAT_FRAGMENT_TIMEOUT_NS, NAT_MAPPING_ENTRIES,
+        NAT_PORT_ATTEMPTS, NAT_PREFIX_ENTRIES, NAT_TCP_FIN_INSIDE, NAT_TCP_FIN_OUTSIDE,
+        NAT_UPLINK_ENTRIES, NatFragment, NatFragmentKey, NatMapping, NatPrefix, NatReason,
+        NatUplink, PREFIX_NAT_OUTGOING, UPLINK_HAS_V4, UPLINK_HAS_V6, checksum_update, translates,
     },
     net::{icmp_type, ip_proto},
     policy::PacketCounter,
 };
 
 use crate::parse::{self, ETH_HLEN, Family, IpHeaders, Parsed};
-use crate::policy::CONNTRACK;
 
 #[map(name = "fw_nat_prefixes_v1")]
 static PREFIXES: LpmTrie<[u8; 16], NatPrefix> = LpmTrie::pinned(NAT_PREFIX_ENTRIES, 0);
@@ -43,6 +44,11 @@ static PREFIXES: LpmTrie<[u8; 16], NatPrefix> = LpmTrie::pinned(NAT_PREFIX_ENTRI
 static UPLINKS: HashMap<u32, NatUplink> = HashMap::pinned(NAT_UPLINK_ENTRIES, 0);
 #[map(name = "fw_nat_stats_v1")]
 static STATS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(NatReason::COUNT, 0);
+#[map(name = "fw_nat_mappings_v1")]
+static MAPPINGS: HashMap<ConntrackKey, NatMapping> = HashMap::pinned(NAT_MAPPING_ENTRIES, 0);
+#[map(name = "fw_nat_fragments_v1")]
+static FRAGMENTS: LruHashMap<NatFragmentKey, NatFragment> =
+    LruHashMap::pinned(NAT_FRAGMENT_ENTRIES, 0);
 #[map(name = "fw_nat_scratch_v1")]
 static SCRATCH: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
 
@@ -58,6 +64,8 @@ const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
 const TCP_FLAG_ACK: u8 = 0x10;
 const EEXIST: i32 = 17;
+/// Extension headers walked in an ICMPv6 error's quote: one of each common kind.
+const MAX_QUOTED_EXT_HEADERS: usize = 4;
 
 #[classifier]
 pub fn fw_nat_egress(ctx: TcContext) -> i32 {
@@ -69,6 +77,52 @@ pub fn fw_nat_egress(ctx: TcContext) -> i32 {
 pub fn fw_nat_ingress(ctx: TcContext) -> i32 {
     let reason = ingress(&ctx);
     finish(&ctx, reason)
+}
+
+/// Never attached: the agent runs it through BPF_PROG_TEST_RUN (any frame will do) once
+/// per tick. Removes every expired mapping and returns how many live ones remain.
+#[classifier]
+pub fn fw_nat_sweep(_ctx: TcContext) -> i32 {
+    let mut sweep = Sweep {
+        now: now_ns(),
+        live: 0,
+    };
+    // SAFETY: the map is this object's hash map; the callback has the signature
+    // bpf_for_each_map_elem requires and `sweep` outlives the call.
+    unsafe {
+        bpf_for_each_map_elem(
+            (&raw const MAPPINGS).cast_mut().cast(),
+            sweep_entry as *mut c_void,
+            (&raw mut sweep).cast(),
+            0,
+        );
+    }
+    sweep.live as i32
+}
+
+#[repr(C)]
+struct Sweep {
+    now: u64,
+    live: u32,
+}
+
+/// One mapping of the sweep: removed when expired (the hash allows removing the element
+/// being visited), counted otherwise.
+extern "C" fn sweep_entry(
+    _map: *mut c_void,
+    key: *const ConntrackKey,
+    value: *const NatMapping,
+    sweep: *mut Sweep,
+) -> i64 {
+    // SAFETY: the kernel passes the element's key and value and our context.
+    let (key, value, sweep) = unsafe { (&*key, &*value, &mut *sweep) };
+    if value.live(key.protocol, sweep.now) {
+        sweep.live += 1;
+    } else {
+        let _ = MAPPINGS.remove(key);
+    }
+    // Go on with the next element.
+    0
 }
 
 #[inline(always)]
@@ -97,6 +151,9 @@ enum L4Kind {
     Echo,
     /// An ICMP or ICMPv6 error: what it quotes decides.
     IcmpError,
+    /// A fragment after the first of a TCP, UDP or ICMP datagram: no L4 header, its
+    /// datagram's first fragment decided.
+    Fragment,
 }
 
 /// The facts about a packet NAT works with (kept in a per-CPU slot: the stack is small).
@@ -118,7 +175,7 @@ pub struct Flow {
     /// What an ICMP error quotes.
     quote: Quote,
     /// The conntrack value being built for a new mapping.
-    value: ConntrackValue,
+    value: NatMapping,
 }
 
 /// The packet an ICMP error quotes, as far as NAT needs it.
@@ -166,6 +223,8 @@ impl L4Kind {
             L4Kind::Tcp => 16,
             L4Kind::Udp => 6,
             L4Kind::Echo | L4Kind::IcmpError => 2,
+            // No L4 header: never asked.
+            L4Kind::Fragment => 0,
         }
     }
 
@@ -197,13 +256,22 @@ fn read_flow(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
         _ => return None,
     }
     parse::l4_header_present(ctx, &flow.headers).ok()?;
-    let l4 = flow.headers.l4_offset?;
-    flow.l4 = l4;
     flow.tcp_flags = 0;
     let icmp_protocol = match family_of(&flow.headers) {
         Family::V4 => ip_proto::ICMP,
         Family::V6 => ip_proto::ICMPV6,
     };
+    let Some(l4) = flow.headers.l4_offset else {
+        let protocol = flow.headers.protocol;
+        let ours =
+            protocol == ip_proto::TCP || protocol == ip_proto::UDP || protocol == icmp_protocol;
+        if !ours || flow.headers.fragment_id.is_none() {
+            return None;
+        }
+        flow.kind = L4Kind::Fragment;
+        return Some(());
+    };
+    flow.l4 = l4;
     match flow.headers.protocol {
         ip_proto::TCP | ip_proto::UDP => {
             let ports = parse::read::<4>(ctx, l4).ok()?;
@@ -278,11 +346,6 @@ fn prefix_of(addr: &[u8; 16]) -> Option<NatPrefix> {
     PREFIXES.get(&Key::new(128, *addr)).copied()
 }
 
-#[inline(always)]
-fn live(protocol: u8, entry: &ConntrackValue, now: u64) -> bool {
-    now.saturating_sub(entry.last_seen_ns) <= timeout_ns(protocol, entry.tcp_state)
-}
-
 /// The TCP state after a packet with `flags` from the pod (`inside`) or from the peer.
 #[inline(always)]
 fn tcp_advance(state: u8, flags: u8, inside: bool) -> u8 {
@@ -308,13 +371,7 @@ fn tcp_advance(state: u8, flags: u8, inside: bool) -> u8 {
 /// every [`REFRESH_NS`]); the flow's other entry, keyed `partner`, gets the same, so both
 /// live and die together.
 #[inline(always)]
-fn refresh(
-    entry: &mut ConntrackValue,
-    partner: &ConntrackKey,
-    flow: &Flow,
-    inside: bool,
-    now: u64,
-) {
+fn refresh(entry: &mut NatMapping, partner: &ConntrackKey, flow: &Flow, inside: bool, now: u64) {
     let state = if flow.kind == L4Kind::Tcp {
         tcp_advance(entry.tcp_state, flow.tcp_flags, inside)
     } else {
@@ -325,7 +382,7 @@ fn refresh(
     }
     entry.tcp_state = state;
     entry.last_seen_ns = now;
-    if let Some(other) = CONNTRACK.get_ptr_mut(partner) {
+    if let Some(other) = MAPPINGS.get_ptr_mut(partner) {
         // SAFETY: a map value pointer stays valid for the program's run; racing writers of
         // these plain fields at worst lose a refresh.
         unsafe {
@@ -372,31 +429,38 @@ fn egress(ctx: &TcContext) -> NatReason {
         return NatReason::Untranslatable;
     }
     flow.scope = scope;
+    if flow.kind == L4Kind::Fragment {
+        return later_fragment(ctx, flow, false);
+    }
     let now = now_ns();
     let h = &flow.headers;
     let key = flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
-    if let Some(entry) = CONNTRACK.get_ptr_mut(&key) {
+    if let Some(entry) = MAPPINGS.get_ptr_mut(&key) {
         // SAFETY: as in `refresh`.
         let entry = unsafe { &mut *entry };
-        if entry.nat_flags & NAT_REWRITE_SOURCE != 0
-            && live(h.protocol, entry, now)
+        if entry.flags & MAPPING_REWRITE_SOURCE != 0
+            && entry.live(h.protocol, now)
             && !reopens_closed(flow, entry)
         {
-            let (nat_addr, nat_port) = (entry.nat_addr, entry.nat_port);
+            let (nat_addr, nat_port) = (entry.addr, entry.port);
             let partner = flow.key(&nat_addr, nat_port, &h.dst, flow.dst_port);
             refresh(entry, &partner, flow, true, now);
             return match rewrite_source(ctx, flow, &nat_addr, nat_port) {
-                Some(()) => NatReason::Translated,
+                Some(()) => {
+                    remember_fragment(flow, false, &nat_addr, FRAGMENT_REWRITE);
+                    NatReason::Translated
+                }
                 None => NatReason::DropRewriteFailed,
             };
         }
-        if entry.nat_flags & NAT_PASS_INBOUND != 0 && live(h.protocol, entry, now) {
+        if entry.flags & MAPPING_PASS_INBOUND != 0 && entry.live(h.protocol, now) {
             // The pod answers a flow that came in to its own address: as Calico (whose
             // masquerade applies to new outgoing connections only), leave it untouched.
+            remember_fragment(flow, false, &h.src, FRAGMENT_PASS);
             return NatReason::NotEligible;
         }
     }
-    if !translates(prefix_of(&h.src), prefix_of(&h.dst)) {
+    if !translates(prefix_of(&h.src), || prefix_of(&h.dst)) {
         return NatReason::NotEligible;
     }
     let (addr, has) = match family_of(h) {
@@ -408,31 +472,33 @@ fn egress(ctx: &TcContext) -> NatReason {
     }
     flow.now = now;
     flow.uplink_addr = addr;
-    let port = match new_mapping(flow) {
+    let port = match new_mapping(flow, &key) {
         Ok(port) => port,
         Err(reason) => return reason,
     };
     match rewrite_source(ctx, flow, &flow.uplink_addr, port) {
-        Some(()) => NatReason::NewMapping,
+        Some(()) => {
+            remember_fragment(flow, false, &flow.uplink_addr, FRAGMENT_REWRITE);
+            NatReason::NewMapping
+        }
         None => NatReason::DropRewriteFailed,
     }
 }
 
 /// A SYN reusing the ports of a closed TCP flow starts a new one (and a new mapping).
 #[inline(always)]
-fn reopens_closed(flow: &Flow, entry: &ConntrackValue) -> bool {
+fn reopens_closed(flow: &Flow, entry: &NatMapping) -> bool {
     flow.kind == L4Kind::Tcp
         && flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
         && entry.tcp_state & (TCP_RST | NAT_TCP_FIN_INSIDE | NAT_TCP_FIN_OUTSIDE) != 0
 }
 
 /// Claims a port free for the flow's peer (its reply entry inserted with `BPF_NOEXIST`, or
-/// taking over an expired one), then records the outbound entry.
+/// taking over an expired one), then records the outbound entry, keyed `outbound`.
 #[inline(never)]
-fn new_mapping(flow: &mut Flow) -> Result<u16, NatReason> {
+fn new_mapping(flow: &mut Flow, outbound: &ConntrackKey) -> Result<u16, NatReason> {
     let h = &flow.headers;
     let (addr, uplink, now) = (&flow.uplink_addr, &flow.uplink, flow.now);
-    let outbound = &flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
     if uplink.port_last < uplink.port_first {
         return Err(NatReason::DropPortsExhausted);
     }
@@ -445,16 +511,13 @@ fn new_mapping(flow: &mut Flow) -> Result<u16, NatReason> {
         L4Kind::Tcp => TCP_ESTABLISHED,
         _ => 0,
     };
-    flow.value = ConntrackValue {
+    flow.value = NatMapping {
         last_seen_ns: now,
-        nat_addr: h.src,
-        nat_port: flow.src_port,
-        nat_flags: NAT_REVERSE_DESTINATION,
+        addr: h.src,
+        port: flow.src_port,
+        flags: MAPPING_REVERSE_DESTINATION,
         tcp_state,
-        flags: 0,
-        _pad: [0; 3],
-        rule_slot: CT_NO_RULE,
-        _pad2: 0,
+        _pad: 0,
     };
     // SAFETY: no preconditions.
     let start = unsafe { bpf_get_prandom_u32() } % span;
@@ -462,18 +525,18 @@ fn new_mapping(flow: &mut Flow) -> Result<u16, NatReason> {
     for attempt in 0..NAT_PORT_ATTEMPTS {
         let port = uplink.port_first + ((start + attempt) % span) as u16;
         let reply = flow.key(addr, port, &h.dst, flow.dst_port);
-        match CONNTRACK.insert(&reply, &flow.value, u64::from(BPF_NOEXIST)) {
+        match MAPPINGS.insert(&reply, &flow.value, u64::from(BPF_NOEXIST)) {
             Ok(()) => {
                 claimed = Some((port, reply));
                 break;
             }
             Err(e) if e == -EEXIST => {
-                let expired = CONNTRACK.get_ptr(&reply).is_some_and(|held| {
+                let expired = MAPPINGS.get_ptr(&reply).is_some_and(|held| {
                     // SAFETY: as in `refresh`; read only.
-                    !live(h.protocol, unsafe { &*held }, now)
+                    !unsafe { &*held }.live(h.protocol, now)
                 });
                 if expired
-                    && CONNTRACK
+                    && MAPPINGS
                         .insert(&reply, &flow.value, u64::from(BPF_ANY))
                         .is_ok()
                 {
@@ -481,21 +544,21 @@ fn new_mapping(flow: &mut Flow) -> Result<u16, NatReason> {
                     break;
                 }
             }
-            Err(_) => return Err(NatReason::DropMapFull),
+            Err(_) => return Err(NatReason::DropNatTableFull),
         }
     }
     let Some((port, reply)) = claimed else {
         return Err(NatReason::DropPortsExhausted);
     };
-    flow.value.nat_addr = *addr;
-    flow.value.nat_port = port;
-    flow.value.nat_flags = NAT_REWRITE_SOURCE;
-    if CONNTRACK
+    flow.value.addr = *addr;
+    flow.value.port = port;
+    flow.value.flags = MAPPING_REWRITE_SOURCE;
+    if MAPPINGS
         .insert(outbound, &flow.value, u64::from(BPF_ANY))
         .is_err()
     {
-        let _ = CONNTRACK.remove(&reply);
-        return Err(NatReason::DropMapFull);
+        let _ = MAPPINGS.remove(&reply);
+        return Err(NatReason::DropNatTableFull);
     }
     Ok(port)
 }
@@ -516,10 +579,10 @@ fn ingress(ctx: &TcContext) -> NatReason {
         return NatReason::Untranslatable;
     }
     flow.scope = scope;
-    if flow.kind == L4Kind::IcmpError {
-        icmp_error(ctx, flow, scope)
-    } else {
-        reverse(ctx, flow)
+    match flow.kind {
+        L4Kind::IcmpError => icmp_error(ctx, flow, scope),
+        L4Kind::Fragment => later_fragment(ctx, flow, true),
+        _ => reverse(ctx, flow),
     }
 }
 
@@ -529,26 +592,108 @@ fn reverse(ctx: &TcContext, flow: &Flow) -> NatReason {
     let h = &flow.headers;
     let key = flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
     let now = now_ns();
-    let Some(entry) = CONNTRACK.get_ptr_mut(&key) else {
+    let Some(entry) = MAPPINGS.get_ptr_mut(&key) else {
         remember_inbound(flow, &key, now);
         return NatReason::NotEligible;
     };
     // SAFETY: as in `refresh`.
     let entry = unsafe { &mut *entry };
-    if entry.nat_flags & NAT_PASS_INBOUND != 0 {
+    if entry.flags & MAPPING_PASS_INBOUND != 0 {
         refresh(entry, &key, flow, false, now);
         return NatReason::NotEligible;
     }
-    if entry.nat_flags & NAT_REVERSE_DESTINATION == 0 || !live(h.protocol, entry, now) {
+    if entry.flags & MAPPING_REVERSE_DESTINATION == 0 || !entry.live(h.protocol, now) {
         return NatReason::NotEligible;
     }
-    let (pod, pod_port) = (entry.nat_addr, entry.nat_port);
+    let (pod, pod_port) = (entry.addr, entry.port);
     let partner = flow.key(&pod, pod_port, &h.src, flow.src_port);
     refresh(entry, &partner, flow, false, now);
     match rewrite_destination(ctx, flow, &pod, pod_port) {
-        Some(()) => NatReason::Reversed,
+        Some(()) => {
+            remember_fragment(flow, true, &pod, FRAGMENT_REWRITE);
+            NatReason::Reversed
+        }
         None => NatReason::DropRewriteFailed,
     }
+}
+
+/// The fragment-table key of the packet's datagram as it crossed the uplink.
+#[inline(always)]
+fn fragment_key(flow: &Flow, id: u32, ingress: bool) -> NatFragmentKey {
+    let h = &flow.headers;
+    NatFragmentKey {
+        src: h.src,
+        dst: h.dst,
+        id,
+        protocol: h.protocol,
+        ingress: u8::from(ingress),
+        _pad: 0,
+        scope: flow.scope,
+    }
+}
+
+/// After a first fragment went through: what its datagram's later fragments get (`addr`
+/// in place of the source on egress, of the destination on ingress, or passing).
+#[inline(always)]
+fn remember_fragment(flow: &Flow, ingress: bool, addr: &[u8; 16], action: u32) {
+    if let Some(id) = flow.headers.fragment_id {
+        record_fragment(flow, id, ingress, addr, action);
+    }
+}
+
+#[inline(never)]
+fn record_fragment(flow: &Flow, id: u32, ingress: bool, addr: &[u8; 16], action: u32) {
+    let value = NatFragment {
+        first_seen_ns: now_ns(),
+        addr: *addr,
+        action,
+        _pad: 0,
+    };
+    // A full LRU forgets the oldest datagram: its later fragments are then dropped (egress)
+    // or passed untranslated (ingress) — one datagram lost, no flow harmed.
+    let _ = FRAGMENTS.insert(&fragment_key(flow, id, ingress), &value, 0);
+}
+
+/// A fragment after the first: it gets what its datagram's first fragment got. One whose
+/// first fragment was not seen leaves the pod only if it would not be translated anyway.
+#[inline(never)]
+fn later_fragment(ctx: &TcContext, flow: &Flow, ingress: bool) -> NatReason {
+    let h = &flow.headers;
+    let Some(id) = h.fragment_id else {
+        return NatReason::Untranslatable;
+    };
+    let known = FRAGMENTS
+        .get_ptr(&fragment_key(flow, id, ingress))
+        .filter(|f| {
+            // SAFETY: a map value pointer stays valid for the program's run; read only.
+            now_ns().saturating_sub(unsafe { &**f }.first_seen_ns) <= NAT_FRAGMENT_TIMEOUT_NS
+        });
+    if let Some(fragment) = known {
+        // SAFETY: as above.
+        let fragment = unsafe { &*fragment };
+        if fragment.action != FRAGMENT_REWRITE {
+            return NatReason::NotEligible;
+        }
+        let (family, addr) = (family_of(h), fragment.addr);
+        let old = if ingress { h.dst } else { h.src };
+        // No L4 header: only the IPv4 header checksum covers the address.
+        return match rewrite_address(
+            ctx,
+            family,
+            addr_offset(family, ingress),
+            &old,
+            &addr,
+            0,
+            None,
+        ) {
+            Some(()) => NatReason::FragmentTranslated,
+            None => NatReason::DropRewriteFailed,
+        };
+    }
+    if !ingress && translates(prefix_of(&h.src), || prefix_of(&h.dst)) {
+        return NatReason::DropFragmentUnknown;
+    }
+    NatReason::NotEligible
 }
 
 /// A new flow coming in to a natOutgoing pod's own address (from a remote cluster, say):
@@ -560,20 +705,17 @@ fn remember_inbound(flow: &Flow, key: &ConntrackKey, now: u64) {
     if !to_nat_pool {
         return;
     }
-    let value = ConntrackValue {
+    let value = NatMapping {
         last_seen_ns: now,
-        nat_addr: [0; 16],
-        nat_port: 0,
-        nat_flags: NAT_PASS_INBOUND,
+        addr: [0; 16],
+        port: 0,
+        flags: MAPPING_PASS_INBOUND,
         tcp_state: TCP_SYN_SEEN,
-        flags: 0,
-        _pad: [0; 3],
-        rule_slot: CT_NO_RULE,
-        _pad2: 0,
+        _pad: 0,
     };
     // A full table leaves the flow unrecorded: its answers are then translated, which the
     // peer drops as it would any stray packet; nothing existing is harmed.
-    let _ = CONNTRACK.insert(key, &value, u64::from(BPF_NOEXIST));
+    let _ = MAPPINGS.insert(key, &value, u64::from(BPF_NOEXIST));
 }
 
 /// Offset of the source (`dst == false`) or destination address.
@@ -708,16 +850,16 @@ fn icmp_error(ctx: &TcContext, flow: &mut Flow, scope: u32) -> NatReason {
     let key = key_of(
         &q.src, q.src_port, &q.dst, q.dst_port, q.kind, q.protocol, scope,
     );
-    let Some(entry) = CONNTRACK.get_ptr(&key) else {
+    let Some(entry) = MAPPINGS.get_ptr(&key) else {
         return NatReason::NotEligible;
     };
     // SAFETY: a map value pointer stays valid for the program's run; read only.
     let entry = unsafe { &*entry };
-    if entry.nat_flags & NAT_REVERSE_DESTINATION == 0 || !live(q.protocol, entry, now_ns()) {
+    if entry.flags & MAPPING_REVERSE_DESTINATION == 0 || !entry.live(q.protocol, now_ns()) {
         return NatReason::NotEligible;
     }
-    q.pod = entry.nat_addr;
-    q.pod_port = entry.nat_port;
+    q.pod = entry.addr;
+    q.pod_port = entry.port;
     q.outer_check = flow.l4 + 2;
     // The error's own destination: the node becomes the pod.
     let family = family_of(&flow.headers);
@@ -771,9 +913,9 @@ fn read_quote(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
             }
             q.src = load::<16>(ctx, q.ip + 8)?;
             q.dst = load::<16>(ctx, q.ip + 24)?;
-            // A quote with extension headers is not ours: translated packets carry none.
-            q.protocol = first[6];
-            q.l4 = q.ip + 40;
+            let (protocol, l4) = quoted_ext_headers(ctx, first[6], q.ip + 40)?;
+            q.protocol = protocol;
+            q.l4 = l4;
             ip_proto::ICMPV6
         }
     };
@@ -788,6 +930,35 @@ fn read_quote(ctx: &TcContext, flow: &mut Flow) -> Option<()> {
     q.src_port = u16::from_be_bytes(sport);
     q.dst_port = u16::from_be_bytes(dport);
     Some(())
+}
+
+/// Walks the extension headers a quoted IPv6 packet may carry (a pod's fragmented datagram
+/// has a fragment header, and hop-by-hop, routing and destination options may come first):
+/// its L4 protocol and where its header starts. `None` for a later fragment (no L4
+/// header). More than [`MAX_QUOTED_EXT_HEADERS`] leave an extension header as the
+/// "protocol", which no flow has.
+#[inline(always)]
+fn quoted_ext_headers(ctx: &TcContext, first: u8, at: usize) -> Option<(u8, usize)> {
+    let (mut next, mut at) = (first, at);
+    for _ in 0..MAX_QUOTED_EXT_HEADERS {
+        match next {
+            ip_proto::HOP_BY_HOP | ip_proto::ROUTING | ip_proto::DEST_OPTS => {
+                let ext = load::<2>(ctx, at)?;
+                next = ext[0];
+                at += (usize::from(ext[1]) + 1) * 8;
+            }
+            ip_proto::FRAGMENT => {
+                let ext = load::<4>(ctx, at)?;
+                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    return None;
+                }
+                next = ext[0];
+                at += 8;
+            }
+            _ => break,
+        }
+    }
+    Some((next, at))
 }
 
 /// Rewrites the quoted packet's source to the pod's address and port: its IPv4 header

@@ -527,9 +527,7 @@ fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
     };
     let value = ConntrackValue {
         last_seen_ns: now,
-        nat_addr: [0; 16],
-        nat_port: 0,
-        nat_flags: 0,
+        _unused: [0; 19],
         tcp_state,
         flags: if from_hi { CT_OPENED_BY_HI } else { 0 },
         _pad: [0; 3],

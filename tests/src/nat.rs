@@ -1,24 +1,27 @@
 //! The NAT programs set up for BPF_PROG_TEST_RUN, shared by the T1 tests and the NAT
 //! benchmark: test pools (natOutgoing, plain, disabled), the loopback as an uplink, and
-//! helpers to run a frame and read the counters.
+//! helpers to run a frame, read the counters, fill the tables and sweep the mappings.
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, lpm_trie::Key, lpm_trie::LpmTrie};
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError, lpm_trie::Key, lpm_trie::LpmTrie};
 use aya::programs::{TestRun as _, TestRunOptions};
 use fedwall::dataplane::nat::NatState;
 use fedwall::dataplane::{
     Dataplane as _, DataplaneError, Delta, KernelDataplane, KernelPrograms, NatCounts, NatPool,
     StaticInterfaces, TcProgram, Uplink,
 };
-use fedwall_common::nat::{
-    NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NatPrefix, NatReason, NatUplink, PREFIX_NODE_ADDRESS,
-    UPLINK_HAS_V4, UPLINK_HAS_V6,
+use fedwall_common::conntrack::{
+    CONNTRACK_MAP, CT_NO_RULE, ConntrackKey, ConntrackValue, TIMEOUT_UDP_NS,
 };
-use fedwall_common::net::v4_mapped;
+use fedwall_common::nat::{
+    MAPPING_REVERSE_DESTINATION, NAT_MAPPINGS_MAP, NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NatMapping,
+    NatPrefix, NatReason, NatUplink, PREFIX_NODE_ADDRESS, UPLINK_HAS_V4, UPLINK_HAS_V6,
+};
+use fedwall_common::net::{ip_proto, v4_mapped};
 
 pub use crate::policy::{TC_ACT_OK, TC_ACT_SHOT, TEST_RUN_IFINDEX};
 use crate::{bpffs::Bpffs, packet::IpFamily};
@@ -216,4 +219,107 @@ pub fn start_nat(pin_root: &Path, uplink: &str) -> Result<KernelDataplane, Datap
     dataplane.set_nat_uplinks(&[Uplink::from_interface(uplink)?])?;
     dataplane.sync_complete()?;
     Ok(dataplane)
+}
+
+/// The scope of the filler entries [`Nat::fill_conntrack`] and [`Nat::fill_mappings`]
+/// write: no interface, so no packet ever finds them.
+const FILLER_SCOPE: u32 = 0xfff0;
+
+/// The `n`th filler key: a UDP flow of its own.
+fn filler_key(n: u32) -> ConntrackKey {
+    let addr = |last: u32| {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        bytes[12..].copy_from_slice(&last.to_be_bytes());
+        bytes
+    };
+    ConntrackKey::new(&addr(n), 1, &addr(n), 2, ip_proto::UDP, FILLER_SCOPE).0
+}
+
+/// `bpf_ktime_get_coarse_ns()` as the programs see it: CLOCK_MONOTONIC_COARSE.
+pub fn kernel_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC_COARSE)");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+impl Nat {
+    /// Runs the agent's sweep of expired mappings: how many live ones remain.
+    pub fn sweep(&mut self) -> u32 {
+        self.programs
+            .sweep_nat_mappings()
+            .unwrap_or_else(|e| panic!("sweep the NAT mappings: {e:?}"))
+    }
+
+    /// Writes `count` live flows that are not NAT's into the policy's conntrack table.
+    pub fn fill_conntrack(&mut self, count: u32) {
+        let mut table = BpfHashMap::<_, ConntrackKey, ConntrackValue>::try_from(
+            self.programs.map_mut(CONNTRACK_MAP).expect("conntrack map"),
+        )
+        .expect("conntrack map type");
+        let value = ConntrackValue {
+            last_seen_ns: kernel_now_ns(),
+            rule_slot: CT_NO_RULE,
+            ..ConntrackValue::default()
+        };
+        for n in 0..count {
+            table
+                .insert(&filler_key(n), &value, 0)
+                .unwrap_or_else(|e| panic!("conntrack filler {n}: {e}"));
+        }
+    }
+
+    /// Fills the mapping table with live mappings of no flow until it refuses more: how
+    /// many it took.
+    pub fn fill_mappings(&mut self) -> u32 {
+        let mut table = self.mappings();
+        let value = NatMapping {
+            last_seen_ns: kernel_now_ns(),
+            flags: MAPPING_REVERSE_DESTINATION,
+            ..NatMapping::default()
+        };
+        let mut n = 0;
+        loop {
+            match table.insert(&filler_key(n), &value, 0) {
+                Ok(()) => n += 1,
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
+                {
+                    return n;
+                }
+                Err(e) => panic!("mapping filler {n}: {e}"),
+            }
+        }
+    }
+
+    /// Makes the `count` mappings [`Nat::fill_mappings`] wrote idle for longer than their
+    /// timeout.
+    pub fn expire_filled_mappings(&mut self, count: u32) {
+        let mut table = self.mappings();
+        let value = NatMapping {
+            last_seen_ns: kernel_now_ns().saturating_sub(2 * TIMEOUT_UDP_NS),
+            flags: MAPPING_REVERSE_DESTINATION,
+            ..NatMapping::default()
+        };
+        for n in 0..count {
+            table
+                .insert(&filler_key(n), &value, 0)
+                .unwrap_or_else(|e| panic!("expire mapping filler {n}: {e}"));
+        }
+    }
+
+    /// The mapping table.
+    pub fn mappings(&mut self) -> BpfHashMap<&mut MapData, ConntrackKey, NatMapping> {
+        BpfHashMap::try_from(
+            self.programs
+                .map_mut(NAT_MAPPINGS_MAP)
+                .expect("mapping map"),
+        )
+        .expect("mapping map type")
+    }
 }

@@ -3,15 +3,18 @@
 //! ICMP errors about the flow come back as the pod sent it, checked byte for byte (so every
 //! checksum, the quoted ones included, is the one a fresh packet would have). Packets to a
 //! pool (enabled or disabled) or to the node, and packets from outside natOutgoing pools,
-//! pass untouched. A peer whose ports are all taken loses the new flow, not the old ones.
+//! pass untouched. A peer whose ports are all taken, or a full mapping table, loses the new
+//! flow, not the old ones; a full conntrack table costs NAT nothing. Later fragments follow
+//! their first one, and ICMPv6 errors are translated behind the quote's extension headers.
 
 use std::net::IpAddr;
 
 use fedwall::dataplane::TcProgram;
-use fedwall_common::nat::{NAT_PORT_FIRST, NAT_PORT_LAST, NatReason};
+use fedwall_common::conntrack::CONNTRACK_ENTRIES;
+use fedwall_common::nat::{NAT_MAPPING_ENTRIES, NAT_PORT_FIRST, NAT_PORT_LAST, NatReason};
 use fedwall_tests::{
     nat::{TC_ACT_SHOT, addrs, nat},
-    packet::{IcmpError, IpFamily, Packet, ParsedPacket, TcpFlags},
+    packet::{IcmpError, IpFamily, Ipv6ExtHeader, Packet, ParsedPacket, TcpFlags},
     require_root,
 };
 
@@ -240,5 +243,196 @@ fn a_peer_out_of_ports_loses_the_new_flow_and_keeps_the_old_ones() {
         // Another peer has all its ports free.
         let elsewhere = Proto::Udp.packet(a.third_pod, 5000, a.internet, 54).build();
         nat.egress(&elsewhere, "other peer port");
+    }
+}
+
+#[test]
+fn a_full_conntrack_table_leaves_mappings_alone_and_a_full_mapping_table_drops_new_flows() {
+    require_root!();
+    let mut nat = nat(NAT_PORT_FIRST..=NAT_PORT_LAST);
+    let a = addrs(IpFamily::V4);
+    let flow = |sport| Proto::Udp.packet(a.pod, sport, a.internet, 53).build();
+    let translated = nat.egress(&flow(5000), "the flow");
+    let port = source_port(&translated);
+    let reply = Proto::Udp.packet(a.internet, 53, a.node, port).build();
+    let back = nat.ingress(&reply, "its reply");
+
+    // As many other flows as the policy's conntrack table holds, and more: an LRU table
+    // would have evicted the idle mapping by now.
+    nat.fill_conntrack(CONNTRACK_ENTRIES + 1024);
+    assert_eq!(
+        nat.egress(&flow(5000), "after conntrack filled"),
+        translated
+    );
+    assert_eq!(nat.ingress(&reply, "reply after conntrack filled"), back);
+
+    // A mapping table full of live mappings refuses the new flow, counted, and keeps the
+    // old one.
+    let filled = nat.fill_mappings();
+    assert!(filled > 0, "the table had room before");
+    let before = nat.count(NatReason::DropNatTableFull);
+    let (verdict, _) = nat.run(TcProgram::NatEgress, &flow(5001));
+    assert_eq!(verdict, TC_ACT_SHOT, "a new flow with the table full");
+    assert_eq!(nat.count(NatReason::DropNatTableFull), before + 1);
+    assert_eq!(nat.egress(&flow(5000), "with the table full"), translated);
+    assert_eq!(nat.ingress(&reply, "reply with the table full"), back);
+    assert_eq!(
+        nat.sweep(),
+        NAT_MAPPING_ENTRIES,
+        "the sweep keeps live mappings"
+    );
+
+    // Once they are expired, the agent's sweep makes room (and still keeps the live one).
+    nat.expire_filled_mappings(filled);
+    assert_eq!(nat.sweep(), 2, "only the flow's two entries are live");
+    nat.egress(&flow(5001), "a new flow after the sweep");
+    assert_eq!(nat.egress(&flow(5000), "after the sweep"), translated);
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment_both_ways() {
+    require_root!();
+    let mut nat = nat(NAT_PORT_FIRST..=NAT_PORT_LAST);
+    let payload: Vec<u8> = (0..100u8).collect();
+    for family in IpFamily::ALL {
+        let a = addrs(family);
+        let case = format!("{family:?}");
+        let datagram = |src, sport, dst, dport| {
+            Packet::ip(src, dst)
+                .identification(0x4242)
+                .udp(sport, dport)
+                .payload(&payload)
+        };
+        let original = datagram(a.pod, 6000, a.internet, 53).fragments(32);
+        assert!(
+            original.len() >= 3,
+            "{case}: a datagram in several fragments"
+        );
+        let out: Vec<Vec<u8>> = original
+            .iter()
+            .map(|fragment| nat.egress(fragment, &case))
+            .collect();
+        let port = source_port(&out[0]);
+        let expected = datagram(a.node, port, a.internet, 53).fragments(32);
+        assert_eq!(out, expected, "{case}: every fragment leaves translated");
+        let translated = nat.count(NatReason::FragmentTranslated);
+
+        let reply = datagram(a.internet, 53, a.node, port).fragments(32);
+        let back: Vec<Vec<u8>> = reply
+            .iter()
+            .map(|fragment| nat.ingress(fragment, &case))
+            .collect();
+        let expected_back = datagram(a.internet, 53, a.pod, 6000).fragments(32);
+        assert_eq!(
+            back, expected_back,
+            "{case}: every reply fragment comes back"
+        );
+        assert_eq!(
+            nat.count(NatReason::FragmentTranslated),
+            translated + (reply.len() - 1) as u64,
+            "{case}: later reply fragments are counted"
+        );
+
+        // A later fragment whose first one was not seen would leak the pod's address.
+        let orphan = Packet::ip(a.pod, a.internet)
+            .identification(0x4343)
+            .fragment(4, false)
+            .raw_protocol(fedwall_common::net::ip_proto::UDP)
+            .payload(&payload[..16])
+            .build();
+        let before = nat.count(NatReason::DropFragmentUnknown);
+        let (verdict, _) = nat.run(TcProgram::NatEgress, &orphan);
+        assert_eq!(verdict, TC_ACT_SHOT, "{case}: an orphan fragment");
+        assert_eq!(nat.count(NatReason::DropFragmentUnknown), before + 1);
+        // The node's own fragments are none of NAT's business.
+        let own = Packet::ip(a.node, a.internet)
+            .identification(0x4444)
+            .fragment(4, false)
+            .raw_protocol(fedwall_common::net::ip_proto::UDP)
+            .payload(&payload[..16])
+            .build();
+        assert_eq!(nat.egress(&own, "the node's own fragment"), own);
+        assert_eq!(nat.ingress(&own, "a fragment not for a mapping"), own);
+    }
+}
+
+#[test]
+fn icmpv6_errors_quoting_extension_headers_are_translated_back() {
+    require_root!();
+    let mut nat = nat(NAT_PORT_FIRST..=NAT_PORT_LAST);
+    let a = addrs(IpFamily::V6);
+    let chains = [
+        vec![Ipv6ExtHeader::HopByHop(vec![5, 2, 0, 0])],
+        vec![
+            Ipv6ExtHeader::HopByHop(vec![]),
+            Ipv6ExtHeader::DestinationOptions(vec![0x1e, 1, 0]),
+            Ipv6ExtHeader::Routing {
+                routing_type: 0,
+                segments_left: 0,
+                data: vec![0; 4],
+            },
+        ],
+        vec![
+            Ipv6ExtHeader::DestinationOptions(vec![]),
+            Ipv6ExtHeader::Fragment {
+                offset: 0,
+                more: true,
+                id: 7,
+            },
+        ],
+    ];
+    for (index, chain) in chains.into_iter().enumerate() {
+        for proto in [Proto::Udp, Proto::TcpSyn, Proto::Echo] {
+            let case = format!("{proto:?} behind {chain:?}");
+            let sport = 42000 + 10 * index as u16 + proto as u16;
+            let with_chain = |mut packet: Packet| {
+                for header in &chain {
+                    packet = packet.ipv6_ext(header.clone());
+                }
+                packet
+            };
+            let original = with_chain(proto.packet(a.pod, sport, a.internet, 443)).build();
+            let translated = nat.egress(&original, &case);
+            let port = source_port(&translated);
+            let dport = if matches!(proto, Proto::Echo) {
+                port
+            } else {
+                443
+            };
+            let expected = with_chain(proto.packet(a.node, port, a.internet, dport)).build();
+            assert_eq!(
+                translated, expected,
+                "{case}: translated behind its headers"
+            );
+            for kind in [
+                IcmpError::PacketTooBig { mtu: 1280 },
+                IcmpError::PortUnreachable,
+            ] {
+                let quote = |frame: &[u8]| {
+                    ParsedPacket::parse(frame)
+                        .expect("parse")
+                        .icmp_quote()
+                        .to_vec()
+                };
+                let error = Packet::ip(a.internet, a.node)
+                    .icmp_error(kind, quote(&translated))
+                    .build();
+                let before = nat.count(NatReason::IcmpErrorReversed);
+                let back = nat.ingress(&error, &case);
+                let expected = Packet::ip(a.internet, a.pod)
+                    .icmp_error(kind, quote(&original))
+                    .build();
+                assert_eq!(
+                    back, expected,
+                    "{case} {kind:?}: the error, translated back"
+                );
+                assert_valid(&back, &case);
+                assert_eq!(
+                    nat.count(NatReason::IcmpErrorReversed),
+                    before + 1,
+                    "{case}"
+                );
+            }
+        }
     }
 }

@@ -245,6 +245,7 @@ impl<D: Dataplane> Daemon<D> {
             }
         }
         self.metrics.count_flow_events(logged, denied);
+        self.dataplane.expire();
         if self.last_interface_check.elapsed() >= INTERFACE_RECHECK {
             self.refresh_interfaces();
         }

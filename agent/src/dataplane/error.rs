@@ -34,6 +34,12 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot run {program} (BPF_PROG_TEST_RUN)")]
+    Run {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("cannot attach {program} to interface {ifindex} with {mode}")]
     Attach {
         program: &'static str,

@@ -64,6 +64,10 @@ pub trait Dataplane {
         Vec::new()
     }
 
+    /// Removes what the kernel keeps past its life and does not remove itself (expired NAT
+    /// mappings, whose table must not evict): once per tick.
+    fn expire(&mut self) {}
+
     /// Takes the denied and logged packets reported since the last call.
     fn drain_flow_events(&mut self) -> Vec<FlowRecord> {
         Vec::new()

@@ -1,7 +1,8 @@
 //! NAT-outgoing in the kernel dataplane: IP pools and the node's addresses go into the NAT
 //! prefix trie, each uplink (address per family, port range) into the uplink map, and the
 //! NAT programs onto the uplinks with pinned TCX links, so translation and its mappings
-//! (in the pinned conntrack table) outlive the agent.
+//! (in their pinned table) outlive the agent. The mapping table is not an LRU: the agent
+//! sweeps its expired entries ([`KernelPrograms::sweep_nat_mappings`]) once per tick.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -14,9 +15,10 @@ use aya::maps::{
 };
 use aya::programs::links::FdLink;
 use fedwall_common::nat::{
-    NAT_PORT_FIRST, NAT_PORT_LAST, NAT_PREFIX_ENTRIES, NAT_PREFIXES_MAP, NAT_STATS_MAP,
-    NAT_UPLINKS_MAP, NatPrefix, NatReason, NatUplink, PREFIX_DISABLED, PREFIX_NAT_OUTGOING,
-    PREFIX_NODE_ADDRESS, PREFIX_POOL, UPLINK_HAS_V4, UPLINK_HAS_V6,
+    NAT_FRAGMENTS_MAP, NAT_MAPPING_ENTRIES, NAT_MAPPINGS_MAP, NAT_PORT_FIRST, NAT_PORT_LAST,
+    NAT_PREFIX_ENTRIES, NAT_PREFIXES_MAP, NAT_STATS_MAP, NAT_UPLINKS_MAP, NatPrefix, NatReason,
+    NatUplink, PREFIX_DISABLED, PREFIX_NAT_OUTGOING, PREFIX_NODE_ADDRESS, PREFIX_POOL,
+    UPLINK_HAS_V4, UPLINK_HAS_V6,
 };
 use fedwall_common::policy::PacketCounter;
 use ipnet::IpNet;
@@ -24,10 +26,16 @@ use ipnet::IpNet;
 use super::attach::PinnedAttachError;
 use super::kernel::ipsets::{Prefix, addr_bytes};
 use super::kernel::{is_full, is_missing, remove_pin, sum};
-use super::{DataplaneError, KernelPrograms, NatPool, TcProgram, netlink};
+use super::{DataplaneError, KernelPrograms, MapUsage, NatPool, TcProgram, netlink};
 
 /// The NAT maps, for the stale-pin sweep.
-pub const NAT_MAPS: [&str; 3] = [NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NAT_STATS_MAP];
+pub const NAT_MAPS: [&str; 5] = [
+    NAT_PREFIXES_MAP,
+    NAT_UPLINKS_MAP,
+    NAT_STATS_MAP,
+    NAT_MAPPINGS_MAP,
+    NAT_FRAGMENTS_MAP,
+];
 /// Prefix of NAT link pins (under the pin root's `links/`): `fw_nat_v1_<ifindex>_<dir>`.
 pub const NAT_LINK_PREFIX: &str = "fw_nat_v1_";
 const LINKS_DIR: &str = "links";
@@ -217,6 +225,8 @@ pub struct NatState {
     adopted: BTreeSet<IpNet>,
     /// The flags last written per prefix.
     written: BTreeMap<IpNet, u32>,
+    /// Live mappings the last sweep left.
+    live_mappings: u32,
 }
 
 impl NatState {
@@ -402,6 +412,21 @@ impl NatState {
             self.sync_prefix(programs, net)?;
         }
         Ok(())
+    }
+
+    /// Removes the expired mappings (the table does not evict: see `fedwall_common::nat`).
+    pub fn expire(&mut self, programs: &mut KernelPrograms) -> Result<(), DataplaneError> {
+        self.live_mappings = programs.sweep_nat_mappings()?;
+        Ok(())
+    }
+
+    /// The mapping table's use as the last sweep found it.
+    pub fn mapping_usage(&self) -> MapUsage {
+        MapUsage {
+            map: NAT_MAPPINGS_MAP,
+            used: u64::from(self.live_mappings),
+            capacity: u64::from(NAT_MAPPING_ENTRIES),
+        }
     }
 
     pub fn uplinks(&self) -> impl Iterator<Item = &Uplink> {

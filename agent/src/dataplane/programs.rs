@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::{Ebpf, EbpfLoader, programs::SchedClassifier};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+};
 use fedwall_common::policy::PolicyDir;
 use fedwall_common::stats::{Direction, PROTO_STATS_MAP};
 
@@ -12,6 +15,10 @@ use super::{DataplaneError, ProtoStats};
 /// The kernel object built from ebpf/ by build.rs.
 static KERNEL_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fedwall-ebpf"));
+
+/// The program that removes expired NAT mappings: loaded and verified with the others,
+/// never attached, run through BPF_PROG_TEST_RUN.
+const NAT_SWEEP_PROGRAM: &str = "fw_nat_sweep";
 
 /// A TC program of the kernel object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,11 +113,12 @@ impl KernelPrograms {
             .default_map_pin_directory(pin_root)
             .load(KERNEL_OBJECT)
             .map_err(|source| DataplaneError::Load { source })?;
-        for program in TcProgram::ALL {
-            classifier(&mut ebpf, program)?
+        let names = TcProgram::ALL.map(TcProgram::name);
+        for name in names.into_iter().chain([NAT_SWEEP_PROGRAM]) {
+            classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DataplaneError::Verify {
-                    program: program.name(),
+                    program: name,
                     source,
                 })?;
         }
@@ -128,7 +136,23 @@ impl KernelPrograms {
         &mut self,
         program: TcProgram,
     ) -> Result<&mut SchedClassifier, DataplaneError> {
-        classifier(&mut self.ebpf, program)
+        classifier(&mut self.ebpf, program.name())
+    }
+
+    /// Removes the expired NAT mappings (in the kernel, one pass over the table) and
+    /// returns how many live ones remain.
+    pub fn sweep_nat_mappings(&mut self) -> Result<u32, DataplaneError> {
+        // A TC program's test run needs a frame, which the sweep ignores.
+        let frame = [0u8; 64];
+        let mut options = TestRunOptions::new();
+        options.data_in = Some(&frame);
+        let result = classifier(&mut self.ebpf, NAT_SWEEP_PROGRAM)?
+            .test_run(options)
+            .map_err(|source| DataplaneError::Run {
+                program: NAT_SWEEP_PROGRAM,
+                source,
+            })?;
+        Ok(result.return_value)
     }
 
     pub fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
@@ -155,8 +179,10 @@ impl KernelPrograms {
     }
 }
 
-fn classifier(ebpf: &mut Ebpf, program: TcProgram) -> Result<&mut SchedClassifier, DataplaneError> {
-    let name = program.name();
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
     ebpf.program_mut(name)
         .ok_or(DataplaneError::MissingProgram { program: name })?
         .try_into()

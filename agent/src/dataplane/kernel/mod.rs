@@ -982,6 +982,12 @@ impl Dataplane for KernelDataplane {
         errors
     }
 
+    fn expire(&mut self) {
+        if let Err(error) = self.nat.expire(&mut self.programs) {
+            tracing::warn!(error = %crate::error_chain(&error), "cannot sweep the NAT mappings");
+        }
+    }
+
     fn drain_flow_events(&mut self) -> Vec<super::FlowRecord> {
         let events = match self.drain_events() {
             Ok(events) => events,
@@ -1065,6 +1071,7 @@ impl Dataplane for KernelDataplane {
                 capacity: u64::from(capacity),
             });
         }
+        status.maps.push(self.nat.mapping_usage());
         status.waiting_for_interface = self
             .waiting
             .iter()
