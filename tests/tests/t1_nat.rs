@@ -13,7 +13,7 @@ use fedwall::dataplane::TcProgram;
 use fedwall_common::conntrack::CONNTRACK_ENTRIES;
 use fedwall_common::nat::{NAT_MAPPING_ENTRIES, NAT_PORT_FIRST, NAT_PORT_LAST, NatReason};
 use fedwall_tests::{
-    nat::{TC_ACT_SHOT, addrs, nat},
+    nat::{Addrs, Nat, TC_ACT_SHOT, addrs, nat},
     packet::{IcmpError, IpFamily, Ipv6ExtHeader, Packet, ParsedPacket, TcpFlags},
     require_root,
 };
@@ -145,6 +145,33 @@ fn flows_leave_with_the_node_address_and_replies_come_back_byte_for_byte() {
     }
 }
 
+/// An ICMP error from the internet to the node quoting `quotes.0` (a translated packet)
+/// reaches the pod quoting `quotes.1` (the packet as the pod sent it), byte for byte and
+/// counted.
+fn error_comes_back(
+    nat: &mut Nat,
+    a: &Addrs,
+    kind: IcmpError,
+    quotes: (Vec<u8>, Vec<u8>),
+    case: &str,
+) {
+    let error = Packet::ip(a.internet, a.node)
+        .icmp_error(kind, quotes.0)
+        .build();
+    let before = nat.count(NatReason::IcmpErrorReversed);
+    let back = nat.ingress(&error, case);
+    let expected = Packet::ip(a.internet, a.pod)
+        .icmp_error(kind, quotes.1)
+        .build();
+    assert_eq!(back, expected, "{case}: the error, translated back");
+    assert_valid(&back, case);
+    assert_eq!(
+        nat.count(NatReason::IcmpErrorReversed),
+        before + 1,
+        "{case}"
+    );
+}
+
 #[test]
 fn icmp_errors_about_a_translated_flow_reach_the_pod_with_its_own_packet_quoted() {
     require_root!();
@@ -171,20 +198,12 @@ fn icmp_errors_about_a_translated_flow_reach_the_pod_with_its_own_packet_quoted(
                     parsed.icmp_quote().to_vec()
                 }
             };
-            let error = Packet::ip(a.internet, a.node)
-                .icmp_error(kind, quote(&translated))
-                .build();
-            let before = nat.count(NatReason::IcmpErrorReversed);
-            let back = nat.ingress(&error, &case);
-            let expected = Packet::ip(a.internet, a.pod)
-                .icmp_error(kind, quote(&original))
-                .build();
-            assert_eq!(back, expected, "{case}: the error, translated back");
-            assert_valid(&back, &case);
-            assert_eq!(
-                nat.count(NatReason::IcmpErrorReversed),
-                before + 1,
-                "{case}"
+            error_comes_back(
+                &mut nat,
+                &a,
+                kind,
+                (quote(&translated), quote(&original)),
+                &case,
             );
         }
     }
@@ -414,23 +433,13 @@ fn icmpv6_errors_quoting_extension_headers_are_translated_back() {
                         .icmp_quote()
                         .to_vec()
                 };
-                let error = Packet::ip(a.internet, a.node)
-                    .icmp_error(kind, quote(&translated))
-                    .build();
-                let before = nat.count(NatReason::IcmpErrorReversed);
-                let back = nat.ingress(&error, &case);
-                let expected = Packet::ip(a.internet, a.pod)
-                    .icmp_error(kind, quote(&original))
-                    .build();
-                assert_eq!(
-                    back, expected,
-                    "{case} {kind:?}: the error, translated back"
-                );
-                assert_valid(&back, &case);
-                assert_eq!(
-                    nat.count(NatReason::IcmpErrorReversed),
-                    before + 1,
-                    "{case}"
+                let case = format!("{case} {kind:?}");
+                error_comes_back(
+                    &mut nat,
+                    &a,
+                    kind,
+                    (quote(&translated), quote(&original)),
+                    &case,
                 );
             }
         }
