@@ -169,9 +169,11 @@ pub struct Flow {
     /// The uplink's ifindex: the conntrack scope of its mappings.
     scope: u32,
     now: u64,
-    uplink: NatUplink,
-    /// The address of the packet's family on the uplink.
+    /// The address of the packet's family on the uplink, and the ports it hands out
+    /// (copied from its map entry only for a new mapping).
     uplink_addr: [u8; 16],
+    port_first: u16,
+    port_last: u16,
     /// What an ICMP error quotes.
     quote: Quote,
     /// The conntrack value being built for a new mapping.
@@ -414,16 +416,16 @@ fn key_of(
 #[inline(always)]
 fn egress(ctx: &TcContext) -> NatReason {
     let scope = ifindex(ctx);
+    // SAFETY: a map value stays valid for the program's run; only read. Established flows
+    // never read it: copying it whole per packet was a byte-wise memmove.
+    let Some(uplink) = (unsafe { UPLINKS.get(&scope) }) else {
+        return NatReason::NoUplink;
+    };
     let Some(flow) = SCRATCH.get_ptr_mut(0) else {
         return NatReason::Untranslatable;
     };
     // SAFETY: a per-CPU slot is only used by the CPU running this program, for this run.
     let flow = unsafe { &mut *flow };
-    // SAFETY: the value is copied out at once (into the scratch slot: the stack is small).
-    match unsafe { UPLINKS.get(&scope) } {
-        Some(uplink) => flow.uplink = *uplink,
-        None => return NatReason::NoUplink,
-    }
     if read_flow(ctx, flow).is_none() || flow.kind == L4Kind::IcmpError {
         // ICMP errors the pods send answer flows that came in: nothing to translate.
         return NatReason::Untranslatable;
@@ -464,14 +466,18 @@ fn egress(ctx: &TcContext) -> NatReason {
         return NatReason::NotEligible;
     }
     let (addr, has) = match family_of(h) {
-        Family::V4 => (flow.uplink.addr_v4, UPLINK_HAS_V4),
-        Family::V6 => (flow.uplink.addr_v6, UPLINK_HAS_V6),
+        Family::V4 => (&uplink.addr_v4, UPLINK_HAS_V4),
+        Family::V6 => (&uplink.addr_v6, UPLINK_HAS_V6),
     };
-    if flow.uplink.flags & has == 0 {
+    if uplink.flags & has == 0 {
         return NatReason::NoUplink;
     }
     flow.now = now;
-    flow.uplink_addr = addr;
+    // SAFETY: a map value and the scratch slot are distinct memory. Said so, the copy is
+    // inlined instead of a call to a byte-wise memmove.
+    unsafe { core::ptr::copy_nonoverlapping(addr, &mut flow.uplink_addr, 1) };
+    flow.port_first = uplink.port_first;
+    flow.port_last = uplink.port_last;
     let port = match new_mapping(flow, &key) {
         Ok(port) => port,
         Err(reason) => return reason,
@@ -498,11 +504,12 @@ fn reopens_closed(flow: &Flow, entry: &NatMapping) -> bool {
 #[inline(never)]
 fn new_mapping(flow: &mut Flow, outbound: &ConntrackKey) -> Result<u16, NatReason> {
     let h = &flow.headers;
-    let (addr, uplink, now) = (&flow.uplink_addr, &flow.uplink, flow.now);
-    if uplink.port_last < uplink.port_first {
+    let (addr, port_first, port_last, now) =
+        (&flow.uplink_addr, flow.port_first, flow.port_last, flow.now);
+    if port_last < port_first {
         return Err(NatReason::DropPortsExhausted);
     }
-    let span = u32::from(uplink.port_last - uplink.port_first) + 1;
+    let span = u32::from(port_last - port_first) + 1;
     let tcp_state = match flow.kind {
         L4Kind::Tcp if flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN => {
             TCP_SYN_SEEN
@@ -523,7 +530,7 @@ fn new_mapping(flow: &mut Flow, outbound: &ConntrackKey) -> Result<u16, NatReaso
     let start = unsafe { bpf_get_prandom_u32() } % span;
     let mut claimed = None;
     for attempt in 0..NAT_PORT_ATTEMPTS {
-        let port = uplink.port_first + ((start + attempt) % span) as u16;
+        let port = port_first + ((start + attempt) % span) as u16;
         let reply = flow.key(addr, port, &h.dst, flow.dst_port);
         match MAPPINGS.insert(&reply, &flow.value, u64::from(BPF_NOEXIST)) {
             Ok(()) => {
