@@ -99,3 +99,61 @@ fn without_an_agent_or_a_node_the_error_says_what_to_pass() {
 fn text_of_missing_port(output: &Output) -> bool {
     String::from_utf8_lossy(&output.stderr).contains("--port")
 }
+
+#[test]
+fn no_agent_answers_from_the_datastore_without_asking_the_socket() {
+    // Something listens on the socket but never answers: asking it would wait for the
+    // read timeout and fail.
+    let dir = std::env::temp_dir().join(format!("fedwall-why-no-agent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let socket = dir.join("agent.sock");
+    let _ = std::fs::remove_file(&socket);
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_fedwall"))
+        .args(["why", "10.20.0.11", "10.10.0.11", "--port", "8080"])
+        .args(["--node", "a-node-1", "--no-agent", "--socket"])
+        .arg(&socket)
+        .arg(format!(
+            "--datastore=file:{}/../examples/cluster-a",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .env_remove("FEDWALL_CLUSTER_NAME")
+        .output()
+        .expect("run fedwall why");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("tcp 10.20.0.11 → 10.10.0.11:8080: allowed"),
+        "{text}"
+    );
+    assert!(!text.contains("answered by the agent"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the socket was asked"
+    );
+}
+
+#[test]
+fn no_agent_without_a_datastore_says_what_is_missing() {
+    let output = Command::new(env!("CARGO_BIN_EXE_fedwall"))
+        .args([
+            "why",
+            "10.20.0.11",
+            "10.10.0.11",
+            "--port",
+            "8080",
+            "--no-agent",
+        ])
+        .env_remove("FEDWALL_DATASTORE")
+        .output()
+        .expect("run fedwall why");
+    let text = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("with --no-agent the answer comes from --datastore")
+            && text.contains("pass --datastore"),
+        "{text}"
+    );
+}

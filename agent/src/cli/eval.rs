@@ -2,18 +2,16 @@
 //! way calicoq prints it — and which remote clusters could not be read, since their
 //! endpoints are then missing from the answer.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{DatastoreArg, OutputFormat, ask_agent, note_agent};
+use super::{AgentSocket, DatastoreArg, OutputFormat};
 use crate::calc::eval::{EvalReport, ReadProblem, eval};
 use crate::calc::{Calc, CalcConfig};
 use crate::daemon::{DebugRequest, DebugResponse};
 use crate::datastore::{FederatedSnapshot, Origin, Update, read_federated};
-use crate::paths::DEFAULT_SOCKET;
 use crate::selector::Selector;
 
 #[derive(Debug, Args)]
@@ -36,35 +34,25 @@ pub struct EvalArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     output: OutputFormat,
-    /// The agent's debug socket, asked first.
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// Read --datastore even when an agent runs (to see what a change on disk would do
-    /// before the agent picks it up).
-    #[arg(long)]
-    no_agent: bool,
+    #[command(flatten)]
+    agent: AgentSocket,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let selector =
         Selector::parse(&args.selector).with_context(|| format!("selector {:?}", args.selector))?;
-    if !args.no_agent {
-        let request = DebugRequest::Eval {
-            selector: args.selector.clone(),
-        };
-        match ask_agent(&args.socket, &request)? {
-            Some(DebugResponse::Eval(report)) => {
-                note_agent(&args.socket);
-                return finish(&report, args.output);
-            }
-            Some(other) => anyhow::bail!("the agent answered {other:?} to an eval"),
-            None => {}
-        }
+    let request = DebugRequest::Eval {
+        selector: args.selector.clone(),
+    };
+    match args.agent.ask(&request)? {
+        Some(DebugResponse::Eval(report)) => return finish(&report, args.output),
+        Some(other) => anyhow::bail!("the agent answered {other:?} to an eval"),
+        None => {}
     }
     let dir = args
         .datastore
         .file_dir()
-        .with_context(|| format!("no agent answers on {}", args.socket.display()))?;
+        .with_context(|| args.agent.why_not())?;
     let snapshot = read_federated(&dir)?;
     let report = from_snapshot(&snapshot, &args.cluster_name, &selector);
     finish(&report, args.output)

@@ -101,26 +101,51 @@ impl DatastoreArg {
     }
 }
 
-/// Asks the agent on `socket`; `Ok(None)` when no agent answers there, an error when it
-/// answers with one.
-pub fn ask_agent(
-    socket: &std::path::Path,
-    request: &crate::daemon::DebugRequest,
-) -> anyhow::Result<Option<crate::daemon::DebugResponse>> {
-    match crate::daemon::debug::ask(socket, request)? {
-        Some(crate::daemon::DebugResponse::Error(error)) => {
-            anyhow::bail!("the agent on {}: {error}", socket.display())
-        }
-        answer => Ok(answer),
-    }
+/// How the inspection commands reach the agent running on this node.
+#[derive(Debug, clap::Args)]
+pub struct AgentSocket {
+    /// The agent's debug socket, asked first.
+    #[arg(long, default_value = crate::paths::DEFAULT_SOCKET)]
+    pub socket: std::path::PathBuf,
+    /// Read --datastore even when an agent runs (to see what a change on disk would do
+    /// before the agent picks it up, or without the root the socket needs).
+    #[arg(long)]
+    pub no_agent: bool,
 }
 
-/// Says on stderr that the answer comes from the running agent.
-pub fn note_agent(socket: &std::path::Path) {
-    eprintln!(
-        "(answered by the agent running on this node, {})",
-        socket.display()
-    );
+impl AgentSocket {
+    /// Asks the agent; `Ok(None)` with `--no-agent` or when no agent answers, an error when
+    /// it answers with one.
+    pub fn ask(
+        &self,
+        request: &crate::daemon::DebugRequest,
+    ) -> anyhow::Result<Option<crate::daemon::DebugResponse>> {
+        if self.no_agent {
+            return Ok(None);
+        }
+        match crate::daemon::debug::ask(&self.socket, request)? {
+            Some(crate::daemon::DebugResponse::Error(error)) => {
+                anyhow::bail!("the agent on {}: {error}", self.socket.display())
+            }
+            Some(answer) => {
+                eprintln!(
+                    "(answered by the agent running on this node, {})",
+                    self.socket.display()
+                );
+                Ok(Some(answer))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Why the command reads a datastore itself, for the error when none was given.
+    pub fn why_not(&self) -> String {
+        if self.no_agent {
+            "with --no-agent the answer comes from --datastore".to_owned()
+        } else {
+            format!("no agent answers on {}", self.socket.display())
+        }
+    }
 }
 
 /// Output format of the inspection commands.

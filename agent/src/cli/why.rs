@@ -3,19 +3,17 @@
 //! allowed flow pass on its conntrack entry.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{DatastoreArg, OutputFormat, ask_agent, note_agent};
+use super::{AgentSocket, DatastoreArg, OutputFormat};
 use crate::calc::CalcConfig;
 use crate::calc::why::{WhyReport, why};
 use crate::daemon::{DebugRequest, DebugResponse, WhyRequest};
 use crate::datastore::read_federated;
 use crate::model::endpoint::protocol_number;
-use crate::paths::DEFAULT_SOCKET;
 use fedwall_common::net::ip_proto;
 
 #[derive(Debug, Args)]
@@ -47,10 +45,10 @@ pub struct WhyArgs {
     icmp_type: Option<u8>,
     #[arg(long, default_value_t = 0)]
     icmp_code: u8,
-    /// The agent's debug socket, asked first.
-    #[arg(long, default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// Without a running agent: read this datastore instead (with --node).
+    #[command(flatten)]
+    agent: AgentSocket,
+    /// Without a running agent (or with --no-agent): read this datastore instead (with
+    /// --node).
     #[command(flatten)]
     datastore: DatastoreArg,
     /// Without a running agent: the node whose pods' tables judge the flow.
@@ -88,22 +86,19 @@ pub fn run(args: WhyArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         },
     };
-    let report = match ask_agent(&args.socket, &DebugRequest::Why(request))? {
-        Some(DebugResponse::Why(report)) => {
-            note_agent(&args.socket);
-            report
-        }
+    let report = match args.agent.ask(&DebugRequest::Why(request))? {
+        Some(DebugResponse::Why(report)) => report,
         Some(other) => anyhow::bail!("the agent answered {other:?} to a why"),
         None => {
             let dir = args
                 .datastore
                 .file_dir()
-                .with_context(|| format!("no agent answers on {}", args.socket.display()))?;
+                .with_context(|| args.agent.why_not())?;
             let node = args.node.clone().with_context(|| {
                 format!(
-                    "no agent answers on {}: to answer from --datastore, say which node's \
-                     pods judge the flow with --node",
-                    args.socket.display()
+                    "{}: to answer from --datastore, say which node's pods judge the flow \
+                     with --node",
+                    args.agent.why_not()
                 )
             })?;
             let snapshot = read_federated(&dir)?;

@@ -75,7 +75,8 @@ pub fn ask(path: &Path, request: &DebugRequest) -> anyhow::Result<Option<DebugRe
         }
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!(
-                "cannot connect to the agent's debug socket {} (run as root)",
+                "cannot connect to the agent's debug socket {}: run as root for the agent's \
+                 view, or pass --no-agent (with --datastore) to read the datastore yourself",
                 path.display()
             )));
         }
