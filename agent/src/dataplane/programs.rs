@@ -115,12 +115,18 @@ impl KernelPrograms {
             .map_err(|source| DataplaneError::Load { source })?;
         let names = TcProgram::ALL.map(TcProgram::name);
         for name in names.into_iter().chain([NAT_SWEEP_PROGRAM]) {
+            let started = std::time::Instant::now();
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|source| DataplaneError::Verify {
                     program: name,
                     source,
                 })?;
+            tracing::debug!(
+                program = name,
+                elapsed_ms = started.elapsed().as_millis(),
+                "program verified"
+            );
         }
         Ok(Self {
             ebpf,
