@@ -556,7 +556,7 @@ fn set_bitmap(addr: &[u8; 16]) -> Option<*const SetBitmap> {
         .or_else(|| IPSET_CLASSES.get_ptr(CLASS_NONE))
 }
 
-/// Rules whose heads one step of the walk looks at: fewer steps, fewer callback calls.
+/// Rule heads one step of the walk looks at most: fewer steps, fewer callback calls.
 const HEADS_PER_STEP: u32 = 8;
 
 /// What the rule walk shares with its callbacks (on the caller's stack).
@@ -573,8 +573,8 @@ struct Walk {
     dir: u32,
     start: u32,
     len: u32,
-    /// The table indices of the block being walked: `from..to`.
-    from: u32,
+    /// The table indices of the block being walked that are still to look at: `next..to`.
+    next: u32,
     to: u32,
     /// Out: the deciding action (0 while none), the deciding entry's index in the table,
     /// and the index flow events name (see [`event_index`]).
@@ -616,7 +616,7 @@ fn walk_table(
         dir: dir as u32,
         start: table.start,
         len: table.len,
-        from: 0,
+        next: 0,
         to: 0,
         action: 0,
         index: EVENT_NO_RULE,
@@ -652,7 +652,7 @@ fn walk_table(
 }
 
 /// One block of the table: skipped when its summary rules the packet out, else walked
-/// [`HEADS_PER_STEP`] rules a step. 0 to go on, 1 to stop.
+/// step by step (see [`walk_step`]). 0 to go on, 1 to stop.
 #[inline(never)]
 extern "C" fn walk_block(step: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `Walk` walk_table gave it.
@@ -671,16 +671,12 @@ extern "C" fn walk_block(step: u64, ctx: *mut c_void) -> i64 {
         return 0;
     }
     let first_slot = block * RULE_BLOCK_SLOTS;
-    walk.from = first_slot.max(walk.start) - walk.start;
+    walk.next = first_slot.max(walk.start) - walk.start;
     walk.to = (first_slot + RULE_BLOCK_SLOTS).min(walk.start + walk.len) - walk.start;
+    // Every step moves `next` on by at least one rule: as many steps as rules is enough.
     // SAFETY: as in walk_table.
     unsafe {
-        bpf_loop(
-            (walk.to - walk.from).div_ceil(HEADS_PER_STEP),
-            walk_step as *mut c_void,
-            ctx,
-            0,
-        );
+        bpf_loop(walk.to - walk.next, walk_step as *mut c_void, ctx, 0);
     }
     i64::from(walk.action != 0)
 }
@@ -703,32 +699,41 @@ fn side_rules_out(side: &BlockSide, sets: &SetBitmap, presence: u32) -> bool {
     true
 }
 
-/// One step of a block's walk, over its next [`HEADS_PER_STEP`] rules: their heads first,
-/// the full rule only when its head admits the packet. 0 to go on, 1 to stop.
+/// One step of a block's walk: the heads of its next [`HEADS_PER_STEP`] rules are tested
+/// until one admits the packet, and that rule alone is then checked in full; the next step
+/// starts after it. 0 to go on, 1 to stop.
+///
+/// One step checks at most one full rule, so `walk_rule` has a single call site: the
+/// verifier walks a static function once per call site, and it is most of the program.
 #[inline(never)]
-extern "C" fn walk_step(step: u64, ctx: *mut c_void) -> i64 {
+extern "C" fn walk_step(_step: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the `Walk` walk_table gave it.
     let walk = unsafe { &mut *(ctx as *mut Walk) };
     // SAFETY: as above, these point into walk_table's caller's stack frame and at map
     // values, which stay valid for the program's run.
     let (packet, src_sets, dst_sets) = unsafe { (&*walk.packet, &*walk.src_sets, &*walk.dst_sets) };
-    let first = walk
-        .from
-        .wrapping_add((step as u32).wrapping_mul(HEADS_PER_STEP));
+    let first = walk.next;
+    let mut admitted = None;
     for offset in 0..HEADS_PER_STEP {
-        let index = first + offset;
+        let index = first.wrapping_add(offset);
         if index >= walk.to {
-            return 1;
+            break;
         }
         let Some(head) = RULE_HEADS.get(walk.start.wrapping_add(index)) else {
             walk.action = u32::MAX;
             return 1;
         };
-        if head_admits(head, packet, src_sets, dst_sets) && walk_rule(walk, index) {
-            return 1;
+        if head_admits(head, packet, src_sets, dst_sets) {
+            admitted = Some(index);
+            break;
         }
     }
-    0
+    let Some(index) = admitted else {
+        walk.next = first.wrapping_add(HEADS_PER_STEP);
+        return i64::from(walk.next >= walk.to);
+    };
+    walk.next = index.wrapping_add(1);
+    i64::from(walk_rule(walk, index) || walk.next >= walk.to)
 }
 
 #[inline(always)]

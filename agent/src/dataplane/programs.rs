@@ -116,15 +116,18 @@ impl KernelPrograms {
         let names = TcProgram::ALL.map(TcProgram::name);
         for name in names.into_iter().chain([NAT_SWEEP_PROGRAM]) {
             let started = std::time::Instant::now();
-            classifier(&mut ebpf, name)?
-                .load()
-                .map_err(|source| DataplaneError::Verify {
-                    program: name,
-                    source,
-                })?;
+            let loaded = classifier(&mut ebpf, name)?;
+            loaded.load().map_err(|source| DataplaneError::Verify {
+                program: name,
+                source,
+            })?;
             tracing::debug!(
                 program = name,
                 elapsed_ms = started.elapsed().as_millis(),
+                verified_insns = loaded
+                    .info()
+                    .ok()
+                    .and_then(|info| info.verified_instruction_count()),
                 "program verified"
             );
         }
