@@ -11,9 +11,11 @@
 //!   re-evaluates only selectors that read a changed key and either matched it before or
 //!   could match it now.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::hash::Hash;
+
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 
 use super::label_set::{LabelSet, LabelStrings};
 use super::{Expr, Labels, Selector, StringSet};

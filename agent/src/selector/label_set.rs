@@ -4,8 +4,10 @@
 //! where a map costs a tree node and two strings per label (about a kilobyte per
 //! endpoint, most of calc's memory).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use foldhash::HashSet;
 
 use super::Labels;
 
