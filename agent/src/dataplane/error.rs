@@ -40,6 +40,12 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot start a thread to verify program {program}")]
+    VerifyThread {
+        program: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot attach {program} to interface {ifindex} with {mode}")]
     Attach {
         program: &'static str,

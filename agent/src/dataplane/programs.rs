@@ -113,24 +113,7 @@ impl KernelPrograms {
             .default_map_pin_directory(pin_root)
             .load(KERNEL_OBJECT)
             .map_err(|source| DataplaneError::Load { source })?;
-        let names = TcProgram::ALL.map(TcProgram::name);
-        for name in names.into_iter().chain([NAT_SWEEP_PROGRAM]) {
-            let started = std::time::Instant::now();
-            let loaded = classifier(&mut ebpf, name)?;
-            loaded.load().map_err(|source| DataplaneError::Verify {
-                program: name,
-                source,
-            })?;
-            tracing::debug!(
-                program = name,
-                elapsed_ms = started.elapsed().as_millis(),
-                verified_insns = loaded
-                    .info()
-                    .ok()
-                    .and_then(|info| info.verified_instruction_count()),
-                "program verified"
-            );
-        }
+        verify_all(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pin_root: pin_root.to_owned(),
@@ -186,6 +169,77 @@ impl KernelPrograms {
             })?;
         ProtoStats::read(map)
     }
+}
+
+/// Every program the object must hold: the classifiers that attach, and NAT's sweep.
+fn program_names() -> impl Iterator<Item = &'static str> {
+    TcProgram::ALL
+        .into_iter()
+        .map(TcProgram::name)
+        .chain([NAT_SWEEP_PROGRAM])
+}
+
+/// Loads every program into the kernel, each from a thread of its own: the kernel verifies
+/// a program on the thread that loads it, and verifying the two policy programs is most of
+/// loading, so they verify side by side on a machine with two cores or more.
+fn verify_all(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let mut programs = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        if let Some(name) = program_names().find(|wanted| *wanted == name) {
+            let classifier: &mut SchedClassifier =
+                program
+                    .try_into()
+                    .map_err(|source| DataplaneError::Verify {
+                        program: name,
+                        source,
+                    })?;
+            programs.push((name, classifier));
+        }
+    }
+    if let Some(missing) =
+        program_names().find(|wanted| !programs.iter().any(|(found, _)| found == wanted))
+    {
+        return Err(DataplaneError::MissingProgram { program: missing });
+    }
+    // Errors in program_names()' order, whichever thread finishes first.
+    programs.sort_by_key(|(name, _)| program_names().position(|p| p == *name));
+    std::thread::scope(|scope| {
+        let mut verifying = Vec::with_capacity(programs.len());
+        for (name, classifier) in programs {
+            let thread = std::thread::Builder::new()
+                .name(format!("verify-{name}"))
+                .spawn_scoped(scope, move || verify(name, classifier))
+                .map_err(|source| DataplaneError::VerifyThread {
+                    program: name,
+                    source,
+                })?;
+            verifying.push(thread);
+        }
+        verifying.into_iter().try_for_each(|thread| {
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    })
+}
+
+/// Loads one program into the kernel, which verifies it.
+fn verify(name: &'static str, classifier: &mut SchedClassifier) -> Result<(), DataplaneError> {
+    let started = std::time::Instant::now();
+    classifier.load().map_err(|source| DataplaneError::Verify {
+        program: name,
+        source,
+    })?;
+    tracing::debug!(
+        program = name,
+        elapsed_ms = started.elapsed().as_millis(),
+        verified_insns = classifier
+            .info()
+            .ok()
+            .and_then(|info| info.verified_instruction_count()),
+        "program verified"
+    );
+    Ok(())
 }
 
 fn classifier<'a>(
