@@ -525,15 +525,14 @@ fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
         // Picked up mid-stream (the flow predates the entry, or the entry expired).
         TCP_ESTABLISHED
     };
-    let value = ConntrackValue {
-        last_seen_ns: now,
-        _unused: [0; 19],
-        tcp_state,
-        flags: if from_hi { CT_OPENED_BY_HI } else { 0 },
-        _pad: [0; 3],
-        rule_slot,
-        _pad2: 0,
-    };
+    // SAFETY: every field is an integer or an array of them: all zero is a valid value.
+    // Zeroing the whole (8-aligned) value is a few word stores; the field-by-field literal
+    // had its byte arrays zeroed by calls to the byte-wise `memset`.
+    let mut value: ConntrackValue = unsafe { core::mem::zeroed() };
+    value.last_seen_ns = now;
+    value.tcp_state = tcp_state;
+    value.flags = if from_hi { CT_OPENED_BY_HI } else { 0 };
+    value.rule_slot = rule_slot;
     // An LRU map makes room by evicting; a failure leaves the flow untracked, so its next
     // packet is judged by the rules again: fail closed, never open.
     let _ = CONNTRACK.insert(&key, &value, 0);
