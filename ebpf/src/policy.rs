@@ -526,8 +526,8 @@ fn track(packet: &Packet, ifindex: u32, now: u64, rule_slot: u32) {
         TCP_ESTABLISHED
     };
     // SAFETY: every field is an integer or an array of them: all zero is a valid value.
-    // Zeroing the whole (8-aligned) value is a few word stores; the field-by-field literal
-    // had its byte arrays zeroed by calls to the byte-wise `memset`.
+    // Built from all zeros, its 19-byte reserved array is no longer zeroed by a call to the
+    // byte-wise `memset`, as it was in a field-by-field literal.
     let mut value: ConntrackValue = unsafe { core::mem::zeroed() };
     value.last_seen_ns = now;
     value.tcp_state = tcp_state;

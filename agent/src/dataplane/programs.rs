@@ -183,26 +183,24 @@ fn program_names() -> impl Iterator<Item = &'static str> {
 /// a program on the thread that loads it, and verifying the two policy programs is most of
 /// loading, so they verify side by side on a machine with two cores or more.
 fn verify_all(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
-    let mut programs = Vec::new();
+    let names: Vec<&'static str> = program_names().collect();
+    let mut found: Vec<Option<&mut SchedClassifier>> = names.iter().map(|_| None).collect();
     for (name, program) in ebpf.programs_mut() {
-        if let Some(name) = program_names().find(|wanted| *wanted == name) {
-            let classifier: &mut SchedClassifier =
-                program
-                    .try_into()
-                    .map_err(|source| DataplaneError::Verify {
-                        program: name,
-                        source,
-                    })?;
-            programs.push((name, classifier));
+        if let Some(at) = names.iter().position(|wanted| *wanted == name) {
+            found[at] = Some(as_classifier(names[at], program)?);
         }
     }
-    if let Some(missing) =
-        program_names().find(|wanted| !programs.iter().any(|(found, _)| found == wanted))
-    {
-        return Err(DataplaneError::MissingProgram { program: missing });
-    }
-    // Errors in program_names()' order, whichever thread finishes first.
-    programs.sort_by_key(|(name, _)| program_names().position(|p| p == *name));
+    // In program_names()' order, so errors come in that order whichever thread finishes
+    // first.
+    let programs = names
+        .into_iter()
+        .zip(found)
+        .map(|(name, classifier)| {
+            classifier
+                .map(|classifier| (name, classifier))
+                .ok_or(DataplaneError::MissingProgram { program: name })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     std::thread::scope(|scope| {
         let mut verifying = Vec::with_capacity(programs.len());
         for (name, classifier) in programs {
@@ -246,11 +244,19 @@ fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, DataplaneError> {
-    ebpf.program_mut(name)
-        .ok_or(DataplaneError::MissingProgram { program: name })?
-        .try_into()
-        .map_err(|source| DataplaneError::Verify {
-            program: name,
-            source,
-        })
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram { program: name })?;
+    as_classifier(name, program)
+}
+
+/// The program `name` as the TC classifier every program of the object is.
+fn as_classifier<'a>(
+    name: &'static str,
+    program: &'a mut aya::programs::Program,
+) -> Result<&'a mut SchedClassifier, DataplaneError> {
+    program.try_into().map_err(|source| DataplaneError::Verify {
+        program: name,
+        source,
+    })
 }
