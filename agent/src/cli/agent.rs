@@ -78,22 +78,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     // other thread starts, so every thread inherits the mask.
     let signals = block_shutdown_signals()?;
 
-    let mut dataplane = KernelDataplane::open(&args.pin_root, RouteLookup).with_context(|| {
-        format!(
-            "opening the dataplane pinned under {}",
-            args.pin_root.display()
-        )
-    })?;
-    let choice = if args.uplinks.is_empty() {
-        UplinkChoice::DefaultRoutes
-    } else {
-        UplinkChoice::Named(args.uplinks.clone())
-    };
-    let uplinks = dataplane
-        .follow_nat_uplinks(choice)
-        .context("attaching NAT-outgoing to the uplinks (--uplink)")?;
-    report_uplinks(&uplinks);
-
     let metrics = Arc::new(Metrics::default());
     let (events, receiver) = event_channel();
     let bound = http::serve(args.listen, metrics.clone())
@@ -117,6 +101,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         EventSink(events.clone()),
     )?;
     drop(events);
+    // Opened after the sources started: their threads parse the datastore's first
+    // objects (up to the channel's bound) while the kernel programs load and verify,
+    // rather than after. Nothing is programmed before the dataplane is open.
+    let dataplane = match open_dataplane(&args.pin_root, &args.uplinks) {
+        Ok(dataplane) => dataplane,
+        Err(error) => {
+            // The receiver first: a source blocked on the full channel then sees it
+            // closed, and stops when dropped.
+            drop(receiver);
+            drop(source);
+            return Err(error);
+        }
+    };
     tracing::info!(
         node = %node,
         cluster = %args.cluster_name,
@@ -145,6 +142,23 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         "agent stopped; enforcement stays in place (pinned). `fedwall agent --cleanup` removes it"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the kernel programs (adopting what an earlier agent pinned) and attaches
+/// NAT-outgoing to the uplinks.
+fn open_dataplane(pin_root: &Path, uplinks: &[String]) -> anyhow::Result<KernelDataplane> {
+    let mut dataplane = KernelDataplane::open(pin_root, RouteLookup)
+        .with_context(|| format!("opening the dataplane pinned under {}", pin_root.display()))?;
+    let choice = if uplinks.is_empty() {
+        UplinkChoice::DefaultRoutes
+    } else {
+        UplinkChoice::Named(uplinks.to_vec())
+    };
+    let uplinks = dataplane
+        .follow_nat_uplinks(choice)
+        .context("attaching NAT-outgoing to the uplinks (--uplink)")?;
+    report_uplinks(&uplinks);
+    Ok(dataplane)
 }
 
 /// A running datastore source; dropping it stops it.
