@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use foldhash::HashSet;
+use foldhash::{HashMap, HashSet};
 
 use super::Labels;
 
@@ -57,7 +57,10 @@ impl Labels for LabelSet {
 #[derive(Debug, Default)]
 pub struct LabelStrings {
     strings: HashSet<Arc<str>>,
-    labels: HashSet<Arc<Label>>,
+    /// By the addresses of their shared key and value: strings are shared, so equal
+    /// addresses are equal texts, and a label keeps its strings (and addresses) alive.
+    /// Hashing two words instead of two texts again is a tenth of taking an endpoint.
+    labels: HashMap<(usize, usize), Arc<Label>>,
     /// How many labels and strings to hold before looking for unused ones: twice what was
     /// in use at the last look, so looking costs O(1) per one made.
     purge_at: usize,
@@ -79,12 +82,14 @@ impl LabelStrings {
 
     fn share_label(&mut self, key: &str, value: &str) -> Arc<Label> {
         let label = (self.share(key), self.share(value));
-        if let Some(shared) = self.labels.get(&label) {
+        let address = |text: &Arc<str>| Arc::as_ptr(text).cast::<u8>() as usize;
+        let id = (address(&label.0), address(&label.1));
+        if let Some(shared) = self.labels.get(&id) {
             return shared.clone();
         }
         self.purge_if_due();
         let shared = Arc::new(label);
-        self.labels.insert(shared.clone());
+        self.labels.insert(id, shared.clone());
         shared
     }
 
@@ -101,7 +106,7 @@ impl LabelStrings {
     fn purge_if_due(&mut self) {
         if self.strings.len().max(self.labels.len()) >= self.purge_at {
             // Labels first: they hold strings.
-            self.labels.retain(|label| Arc::strong_count(label) > 1);
+            self.labels.retain(|_, label| Arc::strong_count(label) > 1);
             self.strings.retain(|string| Arc::strong_count(string) > 1);
             self.purge_at = (self.strings.len().max(self.labels.len()) * 2).max(MIN_PURGE);
         }
