@@ -355,15 +355,10 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
         if changed.is_empty() {
             return Vec::new();
         }
-        let reads_changed = |selector: &S| {
-            self.selectors
-                .get(selector)
-                .is_some_and(|entry| reads_any(&entry.keys, changed))
-        };
-        let mut to_evaluate: Vec<&S> = old_matches
-            .iter()
-            .filter(|selector| reads_changed(selector))
-            .collect();
+        // Candidates: what matched, the unguarded readers of a changed key, and the
+        // selectors guarded by a label the endpoint has. Only those reading a changed key
+        // can flip (an unguarded reader does by construction); each is looked up once.
+        let mut to_evaluate: Vec<&S> = old_matches.iter().collect();
         for key in changed {
             if let Some(readers) = self.unguarded_readers.get(*key) {
                 to_evaluate.extend(readers);
@@ -375,13 +370,7 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
                 .get(key)
                 .and_then(|by_value| by_value.get(value));
             let by_key = self.guarded_by_key.get(key);
-            to_evaluate.extend(
-                by_value
-                    .into_iter()
-                    .chain(by_key)
-                    .flatten()
-                    .filter(|selector| reads_changed(selector)),
-            );
+            to_evaluate.extend(by_value.into_iter().chain(by_key).flatten());
         }
         to_evaluate.sort_unstable();
         to_evaluate.dedup();
@@ -389,6 +378,9 @@ impl<E: IndexKey, S: IndexKey> LabelIndex<E, S> {
             .into_iter()
             .filter_map(|selector| {
                 let entry = self.selectors.get(selector)?;
+                if !reads_any(&entry.keys, changed) {
+                    return None;
+                }
                 let now_matches = entry.selector.matches(new_labels);
                 (now_matches != old_matches.binary_search(selector).is_ok())
                     .then(|| (selector.clone(), now_matches))
@@ -575,17 +567,29 @@ fn post<E: IndexKey>(
     value: &str,
     id: &E,
 ) {
-    let postings = postings
-        .entry(Box::from(key))
-        .or_insert_with(|| LabelPostings {
-            endpoints: 0,
-            by_value: HashMap::new(),
-        });
+    // Looked up before inserting: `entry` would box the key and value of every posting,
+    // and nearly all of them are there already.
+    if !postings.contains_key(key) {
+        postings.insert(
+            Box::from(key),
+            LabelPostings {
+                endpoints: 0,
+                by_value: HashMap::new(),
+            },
+        );
+    }
+    let Some(postings) = postings.get_mut(key) else {
+        return;
+    };
+    if !postings.by_value.contains_key(value) {
+        postings
+            .by_value
+            .insert(Box::from(value), HashSet::default());
+    }
     if postings
         .by_value
-        .entry(Box::from(value))
-        .or_default()
-        .insert(id.clone())
+        .get_mut(value)
+        .is_some_and(|endpoints| endpoints.insert(id.clone()))
     {
         postings.endpoints += 1;
     }
