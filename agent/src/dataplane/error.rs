@@ -40,6 +40,11 @@ pub enum DataplaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot start the thread that sweeps the NAT mappings")]
+    SweepThread {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start a thread to verify program {program}")]
     VerifyThread {
         program: &'static str,

@@ -2,17 +2,23 @@
 //! prefix trie, each uplink (address per family, port range) into the uplink map, and the
 //! NAT programs onto the uplinks with pinned TCX links, so translation and its mappings
 //! (in their pinned table) outlive the agent. The mapping table is not an LRU: the agent
-//! sweeps its expired entries ([`KernelPrograms::sweep_nat_mappings`]) once per tick.
+//! sweeps its expired entries (`fw_nat_sweep`) once a second on a thread of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
+use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use aya::maps::{
     HashMap as BpfHashMap, Map, MapError, PerCpuArray, lpm_trie::Key, lpm_trie::LpmTrie,
 };
+use aya::programs::ProgramFd;
 use aya::programs::links::FdLink;
 use fedwall_common::nat::{
     NAT_FRAGMENTS_MAP, NAT_MAPPING_ENTRIES, NAT_MAPPINGS_MAP, NAT_PORT_FIRST, NAT_PORT_LAST,
@@ -26,6 +32,7 @@ use ipnet::IpNet;
 use super::attach::PinnedAttachError;
 use super::kernel::ipsets::{Prefix, addr_bytes};
 use super::kernel::{is_full, is_missing, remove_pin, sum};
+use super::programs::sweep_nat_mappings;
 use super::{DataplaneError, KernelPrograms, MapUsage, NatPool, TcProgram, netlink};
 
 /// The NAT maps, for the stale-pin sweep.
@@ -225,8 +232,73 @@ pub struct NatState {
     adopted: BTreeSet<IpNet>,
     /// The flags last written per prefix.
     written: BTreeMap<IpNet, u32>,
+    /// Sweeps the mapping table on a thread of its own, once started.
+    sweeper: Option<NatSweeper>,
+}
+
+/// How often the mapping table is swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sweeps the expired NAT mappings once per [`SWEEP_INTERVAL`] on a thread of its own:
+/// with 100,000 live mappings a sweep takes 10–20 ms, which on the main loop would hold
+/// up any update that arrived meanwhile (a relabel is to reach the kernel within 10 ms).
+/// Dropping it stops the thread.
+#[derive(Debug)]
+struct NatSweeper {
     /// Live mappings the last sweep left.
-    live_mappings: u32,
+    live: Arc<AtomicU32>,
+    /// Dropped to stop the thread, which waits on it between sweeps.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl NatSweeper {
+    fn spawn(program: ProgramFd) -> std::io::Result<NatSweeper> {
+        let live = Arc::new(AtomicU32::new(0));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("fedwall-nat-sweep".into())
+            .spawn({
+                let live = live.clone();
+                move || {
+                    let mut failing = false;
+                    loop {
+                        match sweep_nat_mappings(program.as_fd()) {
+                            Ok(count) => {
+                                live.store(count, Ordering::Relaxed);
+                                if std::mem::take(&mut failing) {
+                                    tracing::info!("sweeping the NAT mappings again");
+                                }
+                            }
+                            Err(error) if !failing => {
+                                failing = true;
+                                tracing::warn!(%error, "cannot sweep the NAT mappings (BPF_PROG_TEST_RUN of fw_nat_sweep); expired mappings keep their room until a sweep works");
+                            }
+                            Err(_) => {}
+                        }
+                        if stopped.recv_timeout(SWEEP_INTERVAL)
+                            != Err(mpsc::RecvTimeoutError::Timeout)
+                        {
+                            return;
+                        }
+                    }
+                }
+            })?;
+        Ok(NatSweeper {
+            live,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for NatSweeper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl NatState {
@@ -414,17 +486,27 @@ impl NatState {
         Ok(())
     }
 
-    /// Removes the expired mappings (the table does not evict: see `fedwall_common::nat`).
+    /// Has the expired mappings removed (the table does not evict: see
+    /// `fedwall_common::nat`): starts the thread that sweeps, once.
     pub fn expire(&mut self, programs: &mut KernelPrograms) -> Result<(), DataplaneError> {
-        self.live_mappings = programs.sweep_nat_mappings()?;
+        if self.sweeper.is_none() {
+            let program = programs.nat_sweep_fd()?;
+            let sweeper = NatSweeper::spawn(program)
+                .map_err(|source| DataplaneError::SweepThread { source })?;
+            self.sweeper = Some(sweeper);
+        }
         Ok(())
     }
 
     /// The mapping table's use as the last sweep found it.
     pub fn mapping_usage(&self) -> MapUsage {
+        let live = self
+            .sweeper
+            .as_ref()
+            .map_or(0, |sweeper| sweeper.live.load(Ordering::Relaxed));
         MapUsage {
             map: NAT_MAPPINGS_MAP,
-            used: u64::from(self.live_mappings),
+            used: u64::from(live),
             capacity: u64::from(NAT_MAPPING_ENTRIES),
         }
     }

@@ -1,11 +1,12 @@
 //! Loading the embedded kernel object: programs verified once, maps pinned under the pin
 //! root so they outlive the process.
 
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+    programs::{ProgramError, ProgramFd, SchedClassifier},
 };
 use fedwall_common::policy::PolicyDir;
 use fedwall_common::stats::{Direction, PROTO_STATS_MAP};
@@ -134,17 +135,23 @@ impl KernelPrograms {
     /// Removes the expired NAT mappings (in the kernel, one pass over the table) and
     /// returns how many live ones remain.
     pub fn sweep_nat_mappings(&mut self) -> Result<u32, DataplaneError> {
-        // A TC program's test run needs a frame, which the sweep ignores.
-        let frame = [0u8; 64];
-        let mut options = TestRunOptions::new();
-        options.data_in = Some(&frame);
-        let result = classifier(&mut self.ebpf, NAT_SWEEP_PROGRAM)?
-            .test_run(options)
-            .map_err(|source| DataplaneError::Run {
-                program: NAT_SWEEP_PROGRAM,
-                source,
-            })?;
-        Ok(result.return_value)
+        let program = self.nat_sweep_fd()?;
+        sweep_nat_mappings(program.as_fd()).map_err(|source| DataplaneError::Run {
+            program: NAT_SWEEP_PROGRAM,
+            source: source.into(),
+        })
+    }
+
+    /// A descriptor of the NAT sweep program of its own, for a thread that sweeps.
+    pub fn nat_sweep_fd(&mut self) -> Result<ProgramFd, DataplaneError> {
+        let run_error = |source| DataplaneError::Run {
+            program: NAT_SWEEP_PROGRAM,
+            source,
+        };
+        let program = classifier(&mut self.ebpf, NAT_SWEEP_PROGRAM)?;
+        let fd = program.fd().map_err(run_error)?;
+        fd.try_clone()
+            .map_err(|source| run_error(ProgramError::IOError(source)))
     }
 
     pub fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DataplaneError> {
@@ -169,6 +176,60 @@ impl KernelPrograms {
             })?;
         ProtoStats::read(map)
     }
+}
+
+/// Runs the NAT sweep program once (BPF_PROG_TEST_RUN) and returns how many live mappings
+/// it left. Through the descriptor rather than aya's program object, so that a thread of
+/// its own can sweep while the main loop keeps the object.
+pub fn sweep_nat_mappings(program: BorrowedFd<'_>) -> std::io::Result<u32> {
+    /// The `test` member of the kernel's `union bpf_attr` (include/uapi/linux/bpf.h), up
+    /// to `batch_size`; `_pad` makes the size a multiple of its alignment with zeroes, as
+    /// the kernel requires of every byte past the fields it knows.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRunAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    // A TC program's test run needs a frame, which the sweep ignores.
+    let frame = [0u8; 64];
+    let mut attr = TestRunAttr {
+        prog_fd: u32::try_from(program.as_raw_fd())
+            .map_err(|_| std::io::ErrorKind::InvalidInput)?,
+        data_in: frame.as_ptr() as u64,
+        data_size_in: frame.len() as u32,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: `attr` is a `bpf_attr` of its own size with every other byte zero; the kernel
+    // reads `frame` (alive for the call) for `data_size_in` bytes and writes only `retval`
+    // and `duration` back into `attr`, since no output buffer is given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &raw mut attr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(attr.retval)
 }
 
 /// Every program the object must hold: the classifiers that attach, and NAT's sweep.
