@@ -7,15 +7,18 @@
 //! it (see examples/). Hidden files (editor swap files, Kubernetes' `..data` links) are
 //! skipped; symbolic links to files are followed.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::hash::{BuildHasher as _, RandomState};
+use std::hash::BuildHasher as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foldhash::{HashMap, HashMapExt as _, HashSet};
+use std::collections::hash_map::Entry;
 
 use crate::datastore::manifest::{Digest, DocumentError, split_documents};
 use crate::model::resources::{Resource, ResourceKey};
@@ -131,20 +134,15 @@ pub(crate) fn os_message(error: &io::Error) -> String {
 /// Reads every manifest of `dir`. Problems with files and documents are in the snapshot;
 /// only a directory that cannot be listed is an error.
 pub fn read_dir(dir: &Path) -> Result<DirSnapshot, FileDatastoreError> {
-    let mut read = DirReader::new(dir).read(|_| None, None)?;
+    let read = DirReader::new(dir).read(|_| None, None)?;
     let objects = read
         .objects
         .into_iter()
         // A first read parses every file, so every object comes with its resource.
-        .filter_map(|(key, object)| {
-            let resource = read.resources.remove(&key)?;
-            Some((
-                key,
-                LoadedObject {
-                    resource,
-                    location: object.location,
-                },
-            ))
+        .filter_map(|object| {
+            let resource = *object.resource?;
+            let location = object.location;
+            Some((object.key, LoadedObject { resource, location }))
         })
         .collect();
     Ok(DirSnapshot {
@@ -253,24 +251,34 @@ impl Fingerprint {
     }
 }
 
-/// Takes objects as soon as their file is parsed: key, where, digest, the object.
+/// Takes objects as soon as they are parsed: key, where, digest, the object.
 pub(crate) type EarlyObjects<'a> = dyn FnMut(&ResourceKey, Location, Digest, Resource) + 'a;
 
-/// One read of a directory: every object it defines (the first definition of each), and
-/// the problems, in file order then line order.
+/// One read of a directory: every object it defines (the first definition of each), in
+/// file order then document order, and the problems, in file order then line order.
 #[derive(Debug)]
 pub(crate) struct DirRead {
-    pub objects: BTreeMap<ResourceKey, ReadObject>,
-    /// The objects parsed by this read and not taken early. An object whose file was not
-    /// parsed (it had not changed) has the digest the reader was told is held.
-    pub resources: BTreeMap<ResourceKey, Resource>,
+    pub objects: Vec<ReadObject>,
     pub problems: Vec<Problem>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct ReadObject {
+    pub key: ResourceKey,
     pub location: Location,
     pub digest: Digest,
+    /// The object, when this read parsed it, it was not taken early, and the caller does
+    /// not hold its digest already. An object whose file was not parsed (it had not
+    /// changed) has none: it has the digest the caller was told is held.
+    pub resource: Option<Box<Resource>>,
+}
+
+/// Where each object is first defined, and where it is defined again, as indexes into a
+/// read's files and each file's objects; both in file order then document order.
+struct Definitions {
+    first: Vec<(usize, usize)>,
+    /// Each later definition, with the first one.
+    again: Vec<((usize, usize), (usize, usize))>,
 }
 
 impl DirReader {
@@ -282,74 +290,84 @@ impl DirReader {
         }
     }
 
-    /// Reads the directory. `held` is the digest the caller holds for an object: an object
-    /// from an unchanged file whose digest differs (a duplicate that now comes first) has
-    /// its file parsed, so that every object the caller lacks comes with its resource.
+    /// Reads the directory. `held` is the digest the caller holds for an object: only an
+    /// object whose digest differs comes with its resource, and an object from an unchanged
+    /// file whose digest differs (a duplicate that now comes first) has its file parsed.
     ///
-    /// `early`, if given, takes each object the caller lacks as soon as its file is parsed
+    /// `early`, if given, takes each object the caller lacks as soon as it is parsed
     /// (files are parsed in name order, so the first definition comes first) rather than
-    /// in the result: a first read of a large directory then streams instead of holding
-    /// every object at once.
+    /// in the result: a first read of a large directory then streams, one document at a
+    /// time, instead of holding a file's objects at once.
     pub fn read(
         &mut self,
         held: impl Fn(&ResourceKey) -> Option<Digest>,
         mut early: Option<&mut EarlyObjects<'_>>,
     ) -> Result<DirRead, FileDatastoreError> {
         let files = self.list()?;
-        self.files.retain(|file, _| files.contains(file));
-        // Resources of the files parsed by this read, by file, in document order.
-        let mut fresh: BTreeMap<&Arc<Path>, Vec<Option<Resource>>> = BTreeMap::new();
-        // Keys met so far, as hashes: a collision only sends that object with the rest.
-        let mut seen = HashSet::new();
-        let hasher = RandomState::new();
-        for file in &files {
+        self.files
+            .retain(|file, _| files.binary_search(file).is_ok());
+        // The objects parsed by this read, not taken early, that the caller lacks: by index
+        // of their file and index among its objects.
+        let mut fresh: HashMap<(usize, usize), Resource> = HashMap::new();
+        let mut parsed = vec![false; files.len()];
+        // Keys met so far, as hashes (the files' keys cannot be borrowed while files are
+        // parsed): a collision only sends that object with the rest, not early.
+        let mut seen = HashSet::default();
+        let hasher = foldhash::fast::RandomState::default();
+        for (index, file) in files.iter().enumerate() {
             let unchanged = self.files.get(file).is_some_and(|parsed| {
                 parsed.fingerprint.is_some() && parsed.fingerprint == Fingerprint::of(file)
             });
-            let mut resources = if unchanged {
-                None
-            } else {
-                Some(self.parse(file))
-            };
-            if let Some(early) = early.as_mut() {
-                for (n, object) in self.files[file].objects.iter().enumerate() {
-                    let first = seen.insert(hasher.hash_one(&object.key));
-                    let resource = resources.as_mut().and_then(|r| r.get_mut(n));
-                    if first
-                        && held(&object.key) != Some(object.digest)
-                        && let Some(resource) = resource.and_then(Option::take)
-                    {
-                        let location = Location {
-                            file: file.clone(),
-                            line: Some(object.line),
-                        };
-                        early(&object.key, location, object.digest, resource);
+            if unchanged {
+                if early.is_some() {
+                    for object in &self.files[file].objects {
+                        seen.insert(hasher.hash_one(&object.key));
                     }
                 }
+                continue;
             }
-            if let Some(mut resources) = resources {
-                if resources.iter().all(Option::is_none) {
-                    // All taken early: the file was parsed, nothing of it is held.
-                    resources = Vec::new();
+            parsed[index] = true;
+            self.parse(file, |n, key, line, digest, resource| {
+                let first = early.is_some() && seen.insert(hasher.hash_one(key));
+                if held(key) == Some(digest) {
+                    return;
                 }
-                fresh.insert(file, resources);
-            }
+                match early.as_mut() {
+                    Some(early) if first => {
+                        let location = Location {
+                            file: file.clone(),
+                            line: Some(line),
+                        };
+                        early(key, location, digest, resource);
+                    }
+                    _ => {
+                        fresh.insert((index, n), resource);
+                    }
+                }
+            });
         }
         loop {
-            let winners = self.first_definitions(&files);
-            let lacking: BTreeSet<&Arc<Path>> = winners
+            let definitions = self.definitions(&files);
+            let mut lacking: Vec<usize> = definitions
+                .first
                 .iter()
-                .filter(|(key, (file, n))| {
-                    !fresh.contains_key(file)
-                        && held(key) != Some(self.files[*file].objects[*n].digest)
+                .filter(|&&(index, n)| {
+                    let object = &self.files[&files[index]].objects[n];
+                    !parsed[index] && held(&object.key) != Some(object.digest)
                 })
-                .map(|(_, (file, _))| *file)
+                .map(|&(index, _)| index)
                 .collect();
             if lacking.is_empty() {
-                return Ok(self.collect(&files, winners, fresh));
+                return Ok(self.collect(&files, definitions, fresh));
             }
-            for file in lacking {
-                fresh.insert(file, self.parse(file));
+            lacking.dedup();
+            for index in lacking {
+                parsed[index] = true;
+                self.parse(&files[index], |n, key, _, digest, resource| {
+                    if held(key) != Some(digest) {
+                        fresh.insert((index, n), resource);
+                    }
+                });
             }
         }
     }
@@ -373,34 +391,39 @@ impl DirReader {
         Ok(files)
     }
 
-    /// Parses one file, remembers its digests, and returns its resources (each to be taken
-    /// once).
-    fn parse(&mut self, file: &Arc<Path>) -> Vec<Option<Resource>> {
+    /// Parses one file and remembers its digests. Each object is handed to `take` as soon
+    /// as its document is parsed, with its index among the file's objects, key, line and
+    /// digest: nothing of the file but its text is held meanwhile.
+    fn parse(
+        &mut self,
+        file: &Arc<Path>,
+        mut take: impl FnMut(usize, &ResourceKey, usize, Digest, Resource),
+    ) {
         let before = Fingerprint::of(file);
         let mut parsed = ParsedFile {
             fingerprint: None,
             objects: Vec::new(),
             problems: Vec::new(),
         };
-        let mut resources = Vec::new();
         match fs::read_to_string(file) {
             Ok(text) => {
                 for document in split_documents(&text) {
-                    let location = Location {
-                        file: file.clone(),
-                        line: Some(document.line),
-                    };
                     match document.parse() {
                         Ok(resource) => {
-                            parsed.objects.push(ObjectDigest {
+                            let object = ObjectDigest {
                                 key: resource.key(),
                                 line: document.line,
                                 digest: document.digest(),
-                            });
-                            resources.push(Some(resource));
+                            };
+                            let n = parsed.objects.len();
+                            take(n, &object.key, object.line, object.digest, resource);
+                            parsed.objects.push(object);
                         }
                         Err(error) => parsed.problems.push(Problem {
-                            location,
+                            location: Location {
+                                file: file.clone(),
+                                line: Some(document.line),
+                            },
                             kind: ProblemKind::Document(error),
                         }),
                     }
@@ -420,81 +443,82 @@ impl DirReader {
         }
         parsed.objects.shrink_to_fit();
         self.files.insert(file.clone(), parsed);
-        resources
     }
 
-    /// Where each object is first defined: its file and its index among the file's objects.
-    fn first_definitions<'f>(
-        &self,
-        files: &'f [Arc<Path>],
-    ) -> BTreeMap<&ResourceKey, (&'f Arc<Path>, usize)> {
-        let mut winners = BTreeMap::new();
-        for file in files {
+    /// Where each object is first defined, and where again.
+    fn definitions(&self, files: &[Arc<Path>]) -> Definitions {
+        let count = files
+            .iter()
+            .map(|file| self.files[file].objects.len())
+            .sum();
+        let mut first_at: HashMap<&ResourceKey, (usize, usize)> = HashMap::with_capacity(count);
+        let mut definitions = Definitions {
+            first: Vec::with_capacity(count),
+            again: Vec::new(),
+        };
+        for (index, file) in files.iter().enumerate() {
             for (n, object) in self.files[file].objects.iter().enumerate() {
-                winners.entry(&object.key).or_insert((file, n));
+                match first_at.entry(&object.key) {
+                    Entry::Vacant(entry) => {
+                        entry.insert((index, n));
+                        definitions.first.push((index, n));
+                    }
+                    Entry::Occupied(entry) => definitions.again.push(((index, n), *entry.get())),
+                }
             }
         }
-        winners
+        definitions
     }
 
     fn collect(
         &self,
         files: &[Arc<Path>],
-        winners: BTreeMap<&ResourceKey, (&Arc<Path>, usize)>,
-        mut fresh: BTreeMap<&Arc<Path>, Vec<Option<Resource>>>,
+        definitions: Definitions,
+        mut fresh: HashMap<(usize, usize), Resource>,
     ) -> DirRead {
+        let object_at = |(index, n): (usize, usize)| {
+            let object = &self.files[&files[index]].objects[n];
+            let location = Location {
+                file: files[index].clone(),
+                line: Some(object.line),
+            };
+            (object, location)
+        };
         let mut problems = Vec::new();
-        for file in files {
-            let parsed = &self.files[file];
-            let mut of_file = parsed.problems.clone();
-            for (n, object) in parsed.objects.iter().enumerate() {
-                let (first_file, first_n) = winners[&object.key];
-                if (first_file, first_n) != (file, n) {
-                    of_file.push(Problem {
-                        location: Location {
-                            file: file.clone(),
-                            line: Some(object.line),
-                        },
-                        kind: ProblemKind::Duplicate {
-                            key: object.key.clone(),
-                            first: Location {
-                                file: first_file.clone(),
-                                line: Some(self.files[first_file].objects[first_n].line),
-                            },
-                        },
-                    });
-                }
+        let mut again = definitions.again.into_iter().peekable();
+        for (index, file) in files.iter().enumerate() {
+            let mut of_file = self.files[file].problems.clone();
+            while let Some((at, first)) = again.next_if(|((of, _), _)| *of == index) {
+                let (object, location) = object_at(at);
+                of_file.push(Problem {
+                    location,
+                    kind: ProblemKind::Duplicate {
+                        key: object.key.clone(),
+                        first: object_at(first).1,
+                    },
+                });
             }
             of_file.sort_by(|a, b| a.location.cmp(&b.location));
             problems.extend(of_file);
         }
-        let mut objects = BTreeMap::new();
-        let mut resources = BTreeMap::new();
-        for (key, (file, n)) in winners {
-            let object = &self.files[file].objects[n];
-            let resource = fresh
-                .get_mut(file)
-                .and_then(|resources| resources.get_mut(n))
-                .and_then(Option::take);
-            if let Some(resource) = resource {
-                resources.insert(key.clone(), resource);
-            }
-            objects.insert(
-                key.clone(),
-                ReadObject {
+        let mut objects = Vec::with_capacity(definitions.first.len());
+        let mut first = definitions.first.into_iter().peekable();
+        for (index, file) in files.iter().enumerate() {
+            let parsed = &self.files[file];
+            while let Some((_, n)) = first.next_if(|(of, _)| *of == index) {
+                let object = &parsed.objects[n];
+                objects.push(ReadObject {
+                    key: object.key.clone(),
                     location: Location {
                         file: file.clone(),
                         line: Some(object.line),
                     },
                     digest: object.digest,
-                },
-            );
+                    resource: fresh.remove(&(index, n)).map(Box::new),
+                });
+            }
         }
-        DirRead {
-            objects,
-            resources,
-            problems,
-        }
+        DirRead { objects, problems }
     }
 }
 #[cfg(test)]
@@ -617,19 +641,22 @@ mod tests {
 
     /// The digest each object of `read` has, as a caller holding all of them would answer.
     fn held(read: &DirRead) -> impl Fn(&ResourceKey) -> Option<Digest> + '_ {
-        |key| read.objects.get(key).map(|object| object.digest)
+        |key| {
+            let object = read.objects.iter().find(|object| object.key == *key);
+            object.map(|object| object.digest)
+        }
     }
 
     fn parsed_names(read: &DirRead) -> Vec<String> {
         read.objects
             .iter()
-            .filter(|(key, _)| read.resources.contains_key(key))
-            .map(|(key, _)| key.to_string())
+            .filter(|object| object.resource.is_some())
+            .map(|object| object.key.to_string())
             .collect()
     }
 
     #[test]
-    fn a_reread_parses_only_the_files_that_changed() {
+    fn a_reread_brings_only_the_objects_the_caller_lacks() {
         let dir = TestDir::new();
         dir.write("a.yaml", &namespace("a"));
         dir.write("b.yaml", &namespace("b"));
@@ -638,20 +665,21 @@ mod tests {
         assert_eq!(parsed_names(&first), ["Namespace(a)", "Namespace(b)"]);
         dir.write("b.yaml", &[namespace("b"), namespace("c")].join("---\n"));
         let second = reader.read(held(&first), None).expect("readable");
-        assert_eq!(parsed_names(&second), ["Namespace(b)", "Namespace(c)"]);
-        assert_eq!(second.objects.len(), 3);
+        assert_eq!(parsed_names(&second), ["Namespace(c)"]);
+        let names: Vec<String> = second.objects.iter().map(|o| o.key.to_string()).collect();
+        assert_eq!(names, ["Namespace(a)", "Namespace(b)", "Namespace(c)"]);
+        assert_eq!(object(&second, "a").digest, object(&first, "a").digest);
         assert_eq!(
-            second.objects[&first_key(&second, "a")].digest,
-            first.objects[&first_key(&first, "a")].digest
+            object(&second, "b").location.to_string(),
+            format!("{}:1", dir.path().join("b.yaml").display())
         );
     }
 
-    fn first_key(read: &DirRead, name: &str) -> ResourceKey {
+    fn object<'r>(read: &'r DirRead, name: &str) -> &'r ReadObject {
         read.objects
-            .keys()
-            .find(|key| key.name == name)
-            .unwrap_or_else(|| panic!("no {name} in {:?}", read.objects.keys()))
-            .clone()
+            .iter()
+            .find(|object| object.key.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", read.objects))
     }
 
     #[test]
@@ -678,7 +706,7 @@ mod tests {
         assert_eq!(first.problems.len(), 1, "{:?}", first.problems);
         dir.write("a.yaml", &namespace("other"));
         let second = reader.read(held(&first), None).expect("readable");
-        let x = second.resources.get(&first_key(&second, "x"));
+        let x = object(&second, "x").resource.as_deref();
         let Some(Resource::Namespace(namespace)) = x else {
             panic!("b.yaml's x, parsed: {x:?}");
         };
