@@ -101,11 +101,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         EventSink(events.clone()),
     )?;
     drop(events);
-    // Opened after the sources started: their threads parse the datastore's first
-    // objects (up to the channel's bound) while the kernel programs load and verify,
+    // Opened after the sources started, on a thread of its own: the sources parse the
+    // datastore and calc takes their objects while the kernel programs load and verify,
     // rather than after. Nothing is programmed before the dataplane is open.
-    let dataplane = match open_dataplane(&args.pin_root, &args.uplinks) {
-        Ok(dataplane) => dataplane,
+    let config = CalcConfig {
+        node: node.clone(),
+        cluster_name: args.cluster_name.clone(),
+    };
+    let opened = Daemon::open(config, metrics, &receiver, || {
+        open_dataplane(&args.pin_root, &args.uplinks)
+    });
+    let daemon = match opened {
+        Ok(daemon) => daemon,
         Err(error) => {
             // The receiver first: a source blocked on the full channel then sees it
             // closed, and stops when dropped.
@@ -114,25 +121,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             return Err(error);
         }
     };
-    tracing::info!(
-        node = %node,
-        cluster = %args.cluster_name,
-        datastore = ?datastore,
-        pin_root = %args.pin_root.display(),
-        http = %bound,
-        socket = %args.socket.display(),
-        "agent started"
-    );
-
-    let daemon = Daemon::new(
-        CalcConfig {
-            node,
-            cluster_name: args.cluster_name,
-        },
-        dataplane,
-        metrics,
-    );
-    let _dataplane = daemon.run(&receiver);
+    if let Some(daemon) = daemon {
+        tracing::info!(
+            node = %node,
+            cluster = %args.cluster_name,
+            datastore = ?datastore,
+            pin_root = %args.pin_root.display(),
+            http = %bound,
+            socket = %args.socket.display(),
+            "agent started"
+        );
+        let _dataplane = daemon.run(&receiver);
+    }
     drop(source);
     // Connections still open end with the runtime; none may hold the process up.
     runtime.shutdown();

@@ -14,7 +14,10 @@ mod tests;
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::thread;
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use crate::calc::eval::{EvalReport, eval};
 use crate::calc::why::{WhyReport, why};
@@ -110,6 +113,9 @@ const INTERFACE_RECHECK: Duration = Duration::from_secs(5);
 /// How many queued updates one batch takes at most before programming the dataplane, so
 /// a flood cannot delay enforcement of what already arrived without bound.
 const MAX_BATCH: usize = 10_000;
+/// How often calc, while the dataplane opens, looks whether it has opened when no update
+/// comes.
+const OPENING_POLL: Duration = Duration::from_millis(5);
 
 pub struct Daemon<D> {
     calc: Calc,
@@ -121,13 +127,91 @@ pub struct Daemon<D> {
 
 impl<D: Dataplane> Daemon<D> {
     pub fn new(config: CalcConfig, dataplane: D, metrics: Arc<Metrics>) -> Self {
+        Daemon::with_calc(Calc::new(config), dataplane, metrics)
+    }
+
+    fn with_calc(calc: Calc, dataplane: D, metrics: Arc<Metrics>) -> Self {
         Daemon {
-            calc: Calc::new(config),
+            calc,
             dataplane,
             metrics,
             pruned: false,
             last_interface_check: Instant::now(),
         }
+    }
+
+    /// Opens the dataplane with `open` on a thread of its own while calc takes the
+    /// datastore's updates (and answers debug questions), then programs what calc holds.
+    /// Loading the kernel programs is mostly the kernel's verifier, a second or more of
+    /// CPU per policy program: calc's work on the first objects overlaps it instead of
+    /// waiting for it. `Ok(None)` when asked to stop meanwhile; the dataplane, opened, is
+    /// then dropped with enforcement in place.
+    pub fn open(
+        config: CalcConfig,
+        metrics: Arc<Metrics>,
+        events: &Receiver<Event>,
+        open: impl FnOnce() -> anyhow::Result<D> + Send,
+    ) -> anyhow::Result<Option<Self>>
+    where
+        D: Send,
+    {
+        let mut calc = Calc::new(config);
+        let mut interfaces_changed = false;
+        let (opened, stop) = thread::scope(|scope| -> anyhow::Result<_> {
+            let opening = thread::Builder::new()
+                .name("fedwall-open".into())
+                .spawn_scoped(scope, open)
+                .context("cannot start the thread that opens the dataplane")?;
+            let mut stop = false;
+            while !stop {
+                // Once it is open, one last batch of what is queued: a shutdown asked for
+                // before is seen, and the first programming takes more at once.
+                let opened = opening.is_finished();
+                let first = if opened {
+                    match events.try_recv() {
+                        Ok(event) => event,
+                        Err(_) => break,
+                    }
+                } else {
+                    match events.recv_timeout(OPENING_POLL) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        // Nothing more will come: wait for the dataplane.
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                };
+                for event in take_batch(first, events) {
+                    match event {
+                        Event::Update(update, _) => calc.apply(&update),
+                        Event::Debug(request, reply) => {
+                            let _ = reply.send(answer(&calc, &request));
+                        }
+                        Event::InterfacesChanged => interfaces_changed = true,
+                        Event::Shutdown => stop = true,
+                    }
+                }
+                metrics.observe(&calc, false);
+                if opened {
+                    break;
+                }
+            }
+            let opened = opening
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Ok((opened, stop))
+        })?;
+        let dataplane = opened?;
+        if stop {
+            return Ok(None);
+        }
+        let mut daemon = Daemon::with_calc(calc, dataplane, metrics);
+        daemon.program();
+        if interfaces_changed {
+            daemon.refresh_interfaces();
+        }
+        daemon.metrics.observe_dataplane(daemon.dataplane.status());
+        daemon.metrics.observe(&daemon.calc, daemon.pruned);
+        Ok(Some(daemon))
     }
 
     /// Runs until [`Event::Shutdown`] or until every sender is gone; returns the dataplane
@@ -145,14 +229,7 @@ impl<D: Dataplane> Daemon<D> {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match events.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
-                }
-            }
-            if !self.handle(batch) {
+            if !self.handle(take_batch(first, events)) {
                 break;
             }
         }
@@ -202,7 +279,7 @@ impl<D: Dataplane> Daemon<D> {
         }
         // Debug questions see the state after this batch.
         for (request, reply) in debug {
-            let _ = reply.send(self.answer(&request));
+            let _ = reply.send(answer(&self.calc, &request));
         }
         !stop
     }
@@ -266,15 +343,27 @@ impl<D: Dataplane> Daemon<D> {
         tracing::error!(error = %error, "{}", crate::error_chain(error));
         self.metrics.count_error(error_kind(error));
     }
+}
 
-    fn answer(&self, request: &DebugRequest) -> DebugResponse {
-        match request {
-            DebugRequest::Eval { selector } => match Selector::parse(selector) {
-                Ok(selector) => DebugResponse::Eval(eval(&self.calc, &selector)),
-                Err(e) => DebugResponse::Error(format!("selector {selector:?}: {e}")),
-            },
-            DebugRequest::Why(request) => DebugResponse::Why(why(&self.calc, &request.flow())),
+/// `first` and the events queued behind it, up to [`MAX_BATCH`].
+fn take_batch(first: Event, events: &Receiver<Event>) -> Vec<Event> {
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match events.try_recv() {
+            Ok(event) => batch.push(event),
+            Err(_) => break,
         }
+    }
+    batch
+}
+
+fn answer(calc: &Calc, request: &DebugRequest) -> DebugResponse {
+    match request {
+        DebugRequest::Eval { selector } => match Selector::parse(selector) {
+            Ok(selector) => DebugResponse::Eval(eval(calc, &selector)),
+            Err(e) => DebugResponse::Error(format!("selector {selector:?}: {e}")),
+        },
+        DebugRequest::Why(request) => DebugResponse::Why(why(calc, &request.flow())),
     }
 }
 

@@ -176,3 +176,85 @@ fn no_agent_on_the_socket_is_not_an_error() {
     );
     assert!(matches!(answer, Ok(None)), "{answer:?}");
 }
+
+fn eval_names(events: &std::sync::mpsc::SyncSender<Event>, selector: &str) -> Vec<String> {
+    let (reply, answer) = std::sync::mpsc::channel();
+    let request = DebugRequest::Eval {
+        selector: selector.into(),
+    };
+    events
+        .send(Event::Debug(request, reply))
+        .expect("main loop alive");
+    match answer.recv_timeout(Duration::from_secs(20)) {
+        Ok(DebugResponse::Eval(report)) => report.endpoints.into_iter().map(|e| e.name).collect(),
+        other => panic!("unexpected debug answer {other:?}"),
+    }
+}
+
+#[test]
+fn calc_takes_the_datastore_while_the_dataplane_opens_then_programs_it() {
+    let dir = TempDir::new("opening");
+    std::fs::write(dir.0.join("cluster.yaml"), MANIFESTS).expect("write manifests");
+    let metrics = Arc::new(Metrics::default());
+    let addr =
+        http::serve("127.0.0.1:0".parse().expect("addr"), metrics.clone()).expect("serve HTTP");
+    let (events, receiver) = super::event_channel();
+    let source =
+        FederatedFileSource::spawn(&dir.0, EventSink(events.clone()), None).expect("watch dir");
+    // The dataplane opens only when the test says so, as if the verifier took that long.
+    let (open_now, gate) = std::sync::mpsc::channel::<()>();
+    let config = CalcConfig {
+        node: "n1".into(),
+        cluster_name: "east".into(),
+    };
+    let main_loop = std::thread::spawn(move || {
+        let opened = Daemon::open(config, metrics, &receiver, move || {
+            gate.recv().expect("the test opens the dataplane");
+            Ok(MemoryDataplane::new())
+        });
+        let daemon = opened.expect("opens").expect("not stopped");
+        daemon.run(&receiver)
+    });
+
+    eventually("calc to take the pods before the dataplane opens", || {
+        let names = eval_names(&events, "app == 'client'");
+        (names == ["n2/k8s/shop.client/eth0"]).then_some(())
+    });
+    assert_eq!(get(addr, "/readyz").0, 503, "nothing is programmed yet");
+    open_now.send(()).expect("the dataplane is opening");
+    eventually("readiness", || {
+        (get(addr, "/readyz").0 == 200).then_some(())
+    });
+
+    drop(source);
+    events.send(Event::Shutdown).expect("main loop alive");
+    let dataplane = main_loop.join().expect("main loop ends cleanly");
+    let web = dataplane
+        .endpoints
+        .get(&EndpointName("n1/k8s/shop.web/eth0".into()))
+        .expect("what calc took while opening is programmed");
+    assert!(web.ingress.is_some() && web.egress.is_none());
+    assert_eq!(dataplane.syncs, 1);
+}
+
+#[test]
+fn a_dataplane_that_cannot_open_is_the_error_and_a_shutdown_meanwhile_stops_cleanly() {
+    let config = || CalcConfig {
+        node: "n1".into(),
+        cluster_name: "east".into(),
+    };
+    let (_events, receiver) = super::event_channel();
+    let failed =
+        Daemon::<MemoryDataplane>::open(config(), Arc::new(Metrics::default()), &receiver, || {
+            Err(anyhow::anyhow!("no bpffs at /sys/fs/bpf"))
+        });
+    let error = failed.err().expect("the dataplane's error");
+    assert_eq!(error.to_string(), "no bpffs at /sys/fs/bpf");
+
+    let (events, receiver) = super::event_channel();
+    events.send(Event::Shutdown).expect("receiver alive");
+    let stopped = Daemon::open(config(), Arc::new(Metrics::default()), &receiver, || {
+        Ok(MemoryDataplane::new())
+    });
+    assert!(matches!(stopped, Ok(None)), "asked to stop while opening");
+}
