@@ -164,9 +164,10 @@ fn net(addr: IpAddr, len: u8) -> IpNet {
 }
 
 /// The most instructions the verifier may walk for one policy program. Agent start waits
-/// for it: on kernel 6.18.44 the programs verify 110k each (~1.3 s, both in parallel); a
-/// change that cost the verifier its pruning once took them to 291k (2.5-3.7 s of start).
-const VERIFIED_INSNS_BUDGET: u32 = 150_000;
+/// for it: on kernel 6.18.44 the programs verify 51k each (~0.25 s at idle, both in
+/// parallel); a change that cost the verifier its pruning once took them to 291k (2.5-3.7 s
+/// of start), and rule matching inlined into the walk (not a global function) to 110k.
+const VERIFIED_INSNS_BUDGET: u32 = 80_000;
 
 #[test]
 fn the_policy_programs_stay_cheap_to_verify() {
@@ -185,7 +186,8 @@ fn the_policy_programs_stay_cheap_to_verify() {
             verified <= VERIFIED_INSNS_BUDGET,
             "{program:?}: the verifier walked {verified} instructions, over the budget of \
              {VERIFIED_INSNS_BUDGET}; agent start waits for it (look for a value reaching a \
-             function with a different known range from each call path)"
+             function with a different known range from each call path, or branchy code \
+             inlined into the rule walk that a global function would have checked once)"
         );
     }
 }
