@@ -3,7 +3,8 @@
 //! that arrived while the last batch was programmed), then calc's deltas go to the
 //! dataplane one by one: a rejected delta is logged and counted, and the rest still apply.
 //! Once every source has synced and its state is programmed, the dataplane prunes what it
-//! adopted but nobody asked for, and the agent is ready.
+//! adopted but nobody asked for, and the agent is ready. While the dataplane opens (the
+//! kernel's verifier, on a thread of its own), calc already takes updates: [`Daemon::open`].
 
 pub mod debug;
 pub mod http;
