@@ -260,6 +260,9 @@ pub(crate) type EarlyObjects<'a> = dyn FnMut(&ResourceKey, Location, Digest, Res
 pub(crate) struct DirRead {
     pub objects: Vec<ReadObject>,
     pub problems: Vec<Problem>,
+    /// Whether `objects` lists every object: not when objects were taken early, which are
+    /// left out.
+    pub complete: bool,
 }
 
 #[derive(Debug)]
@@ -295,9 +298,9 @@ impl DirReader {
     /// file whose digest differs (a duplicate that now comes first) has its file parsed.
     ///
     /// `early`, if given, takes each object the caller lacks as soon as it is parsed
-    /// (files are parsed in name order, so the first definition comes first) rather than
-    /// in the result: a first read of a large directory then streams, one document at a
-    /// time, instead of holding a file's objects at once.
+    /// (files are parsed in name order, so the first definition comes first), and the
+    /// result leaves it out: a first read of a large directory then streams, one document
+    /// at a time, instead of holding a file's objects at once.
     pub fn read(
         &mut self,
         held: impl Fn(&ResourceKey) -> Option<Digest>,
@@ -310,57 +313,57 @@ impl DirReader {
         // of their file and index among its objects.
         let mut fresh: HashMap<(usize, usize), Resource> = HashMap::new();
         let mut parsed = vec![false; files.len()];
+        // By file, whether each object parsed by this read was taken early.
+        let mut taken: Vec<Vec<bool>> = vec![Vec::new(); files.len()];
         // Keys met so far, as hashes (the files' keys cannot be borrowed while files are
-        // parsed): a collision only sends that object with the rest, not early.
+        // parsed): a collision only sends that object with the rest, not early. No hash met
+        // twice means no key defined twice: the first definitions need no lookup then.
         let mut seen = HashSet::default();
+        let mut unique = true;
         let hasher = foldhash::fast::RandomState::default();
         for (index, file) in files.iter().enumerate() {
             let unchanged = self.files.get(file).is_some_and(|parsed| {
                 parsed.fingerprint.is_some() && parsed.fingerprint == Fingerprint::of(file)
             });
             if unchanged {
-                if early.is_some() {
-                    for object in &self.files[file].objects {
-                        seen.insert(hasher.hash_one(&object.key));
-                    }
+                for object in &self.files[file].objects {
+                    unique &= seen.insert(hasher.hash_one(&object.key));
                 }
                 continue;
             }
             parsed[index] = true;
+            let taken = &mut taken[index];
             self.parse(file, |n, key, line, digest, resource| {
-                let first = early.is_some() && seen.insert(hasher.hash_one(key));
-                if held(key) == Some(digest) {
+                let first = seen.insert(hasher.hash_one(key));
+                unique &= first;
+                let lacks = held(key) != Some(digest);
+                if let Some(early) = early.as_mut().filter(|_| first && lacks) {
+                    let location = Location {
+                        file: file.clone(),
+                        line: Some(line),
+                    };
+                    early(key, location, digest, resource);
+                    taken.push(true);
                     return;
                 }
-                match early.as_mut() {
-                    Some(early) if first => {
-                        let location = Location {
-                            file: file.clone(),
-                            line: Some(line),
-                        };
-                        early(key, location, digest, resource);
-                    }
-                    _ => {
-                        fresh.insert((index, n), resource);
-                    }
+                taken.push(false);
+                if lacks {
+                    fresh.insert((index, n), resource);
                 }
             });
         }
+        let mut definitions = if unique {
+            self.in_file_order(&files)
+        } else {
+            self.definitions(&files)
+        };
         loop {
-            let definitions = self.definitions(&files);
-            let mut lacking: Vec<usize> = definitions
-                .first
-                .iter()
-                .filter(|&&(index, n)| {
-                    let object = &self.files[&files[index]].objects[n];
-                    !parsed[index] && held(&object.key) != Some(object.digest)
-                })
-                .map(|&(index, _)| index)
-                .collect();
+            let lacking = self.lacking(&files, &definitions, &parsed, &held);
             if lacking.is_empty() {
-                return Ok(self.collect(&files, definitions, fresh));
+                let mut read = self.collect(&files, definitions, fresh, &taken);
+                read.complete = early.is_none();
+                return Ok(read);
             }
-            lacking.dedup();
             for index in lacking {
                 parsed[index] = true;
                 self.parse(&files[index], |n, key, _, digest, resource| {
@@ -369,7 +372,33 @@ impl DirReader {
                     }
                 });
             }
+            // Parsed again, a file may define other objects now.
+            definitions = self.definitions(&files);
         }
+    }
+
+    /// The files holding a first definition the caller lacks and this read has not parsed
+    /// (a duplicate that now comes first, its file unchanged), in name order.
+    fn lacking(
+        &self,
+        files: &[Arc<Path>],
+        definitions: &Definitions,
+        parsed: &[bool],
+        held: &impl Fn(&ResourceKey) -> Option<Digest>,
+    ) -> Vec<usize> {
+        let mut lacking = Vec::new();
+        let mut first = definitions.first.iter().peekable();
+        for (index, file) in files.iter().enumerate() {
+            let objects = &self.files[file].objects;
+            let mut lacks = false;
+            while let Some(&(_, n)) = first.next_if(|(of, _)| *of == index) {
+                lacks = lacks || !parsed[index] && held(&objects[n].key) != Some(objects[n].digest);
+            }
+            if lacks {
+                lacking.push(index);
+            }
+        }
+        lacking
     }
 
     /// The directory's manifests, in name order.
@@ -445,6 +474,19 @@ impl DirReader {
         self.files.insert(file.clone(), parsed);
     }
 
+    /// Every object as its first definition: when no key is defined twice.
+    fn in_file_order(&self, files: &[Arc<Path>]) -> Definitions {
+        let first = files
+            .iter()
+            .enumerate()
+            .flat_map(|(index, file)| (0..self.files[file].objects.len()).map(move |n| (index, n)))
+            .collect();
+        Definitions {
+            first,
+            again: Vec::new(),
+        }
+    }
+
     /// Where each object is first defined, and where again.
     fn definitions(&self, files: &[Arc<Path>]) -> Definitions {
         let count = files
@@ -475,6 +517,7 @@ impl DirReader {
         files: &[Arc<Path>],
         definitions: Definitions,
         mut fresh: HashMap<(usize, usize), Resource>,
+        taken: &[Vec<bool>],
     ) -> DirRead {
         let object_at = |(index, n): (usize, usize)| {
             let object = &self.files[&files[index]].objects[n];
@@ -506,6 +549,9 @@ impl DirReader {
         for (index, file) in files.iter().enumerate() {
             let parsed = &self.files[file];
             while let Some((_, n)) = first.next_if(|(of, _)| *of == index) {
+                if taken[index].get(n) == Some(&true) {
+                    continue;
+                }
                 let object = &parsed.objects[n];
                 objects.push(ReadObject {
                     key: object.key.clone(),
@@ -518,7 +564,11 @@ impl DirReader {
                 });
             }
         }
-        DirRead { objects, problems }
+        DirRead {
+            objects,
+            problems,
+            complete: true,
+        }
     }
 }
 #[cfg(test)]
@@ -712,6 +762,46 @@ mod tests {
         };
         assert_eq!(namespace.metadata.labels["team"], "b");
         assert!(second.problems.is_empty(), "{:?}", second.problems);
+    }
+
+    #[test]
+    fn a_first_read_hands_over_each_first_definition_early_and_leaves_them_out() {
+        let dir = TestDir::new();
+        let labelled = |team: &str| format!("{}  labels: {{team: {team}}}\n", namespace("x"));
+        dir.write("a.yaml", &labelled("a"));
+        dir.write("b.yaml", &[labelled("b"), namespace("y")].join("---\n"));
+        let mut taken = Vec::new();
+        let mut early = |key: &ResourceKey, location: Location, _: Digest, resource: Resource| {
+            let team = resource.metadata().labels.get("team").cloned();
+            taken.push((key.to_string(), location.to_string(), team));
+        };
+        let read = trusting_reader(&dir)
+            .read(|_| None, Some(&mut early))
+            .expect("readable");
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        assert_eq!(
+            taken,
+            [
+                (
+                    "Namespace(x)".to_owned(),
+                    format!("{}:1", a.display()),
+                    Some("a".to_owned())
+                ),
+                (
+                    "Namespace(y)".to_owned(),
+                    format!("{}:7", b.display()),
+                    None
+                ),
+            ]
+        );
+        assert!(read.objects.is_empty(), "{:?}", read.objects);
+        assert!(!read.complete);
+        let problems: Vec<String> = read.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!("{}:1: Namespace(x) is defined again", b.display())),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -353,12 +353,18 @@ impl<S: UpdateSink> Watch<S> {
         let DirRead {
             mut objects,
             problems,
+            complete,
         } = read;
         if let Origin::Remote(_) = self.origin {
             objects.retain(|object| is_federated(&object.key, &object.location));
         }
         self.log_new_problems(problems);
-        let mut gone = self.gone(&objects);
+        // Objects taken early are left out of a read: none of what was sent is gone then.
+        let mut gone = if complete {
+            self.gone(&objects)
+        } else {
+            Vec::new()
+        };
         gone.sort_unstable();
         // Deletions first: a pod replaced by another with its IP must not share it meanwhile.
         for key in gone {
