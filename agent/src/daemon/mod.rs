@@ -143,9 +143,9 @@ impl<D: Dataplane> Daemon<D> {
 
     /// Opens the dataplane with `open` on a thread of its own while calc takes the
     /// datastore's updates (and answers debug questions), then programs what calc holds.
-    /// Loading the kernel programs is mostly the kernel's verifier, a second or more of
-    /// CPU per policy program: calc's work on the first objects overlaps it instead of
-    /// waiting for it. `Ok(None)` when asked to stop meanwhile; the dataplane, opened, is
+    /// Loading the kernel programs is mostly the kernel's verifier (a quarter of a second
+    /// per policy program at best, over a second on a busy machine): calc's work on the
+    /// first objects overlaps it instead of waiting for it. `Ok(None)` when asked to stop meanwhile; the dataplane, opened, is
     /// then dropped with enforcement in place.
     pub fn open(
         config: CalcConfig,
