@@ -91,11 +91,7 @@ fn the_agent_programs_its_datastore_becomes_ready_and_answers_on_its_socket() {
         http::serve("127.0.0.1:0".parse().expect("addr"), metrics.clone()).expect("serve HTTP");
     let (events, receiver) = super::event_channel();
     debug::serve(&socket, events.clone()).expect("serve the debug socket");
-    let config = CalcConfig {
-        node: "n1".into(),
-        cluster_name: "east".into(),
-    };
-    let daemon = Daemon::new(config, MemoryDataplane::new(), metrics.clone());
+    let daemon = Daemon::new(config(), MemoryDataplane::new(), metrics.clone());
     let main_loop = std::thread::spawn(move || daemon.run(&receiver));
     let source =
         FederatedFileSource::spawn(&dir.0, EventSink(events.clone()), None).expect("watch dir");
@@ -154,6 +150,16 @@ fn the_agent_programs_its_datastore_becomes_ready_and_answers_on_its_socket() {
         ask("app == 'client'").endpoints.is_empty().then_some(())
     });
 
+    stop_and_expect_web_enforced(source, &events, main_loop);
+}
+
+/// Stops the source and the main loop; the local web pod's ingress policy must be in the
+/// dataplane, pruned once, after the first full sync.
+fn stop_and_expect_web_enforced(
+    source: FederatedFileSource,
+    events: &std::sync::mpsc::SyncSender<Event>,
+    main_loop: std::thread::JoinHandle<MemoryDataplane>,
+) {
     drop(source);
     events.send(Event::Shutdown).expect("main loop alive");
     let dataplane = main_loop.join().expect("main loop ends cleanly");
@@ -163,6 +169,13 @@ fn the_agent_programs_its_datastore_becomes_ready_and_answers_on_its_socket() {
         .expect("the local web pod is enforced");
     assert!(web.ingress.is_some() && web.egress.is_none());
     assert_eq!(dataplane.syncs, 1, "pruned once, after the first full sync");
+}
+
+fn config() -> CalcConfig {
+    CalcConfig {
+        node: "n1".into(),
+        cluster_name: "east".into(),
+    }
 }
 
 #[test]
@@ -203,12 +216,8 @@ fn calc_takes_the_datastore_while_the_dataplane_opens_then_programs_it() {
         FederatedFileSource::spawn(&dir.0, EventSink(events.clone()), None).expect("watch dir");
     // The dataplane opens only when the test says so, as if the verifier took that long.
     let (open_now, gate) = std::sync::mpsc::channel::<()>();
-    let config = CalcConfig {
-        node: "n1".into(),
-        cluster_name: "east".into(),
-    };
     let main_loop = std::thread::spawn(move || {
-        let opened = Daemon::open(config, metrics, &receiver, move || {
+        let opened = Daemon::open(config(), metrics, &receiver, move || {
             gate.recv().expect("the test opens the dataplane");
             Ok(MemoryDataplane::new())
         });
@@ -226,23 +235,12 @@ fn calc_takes_the_datastore_while_the_dataplane_opens_then_programs_it() {
         (get(addr, "/readyz").0 == 200).then_some(())
     });
 
-    drop(source);
-    events.send(Event::Shutdown).expect("main loop alive");
-    let dataplane = main_loop.join().expect("main loop ends cleanly");
-    let web = dataplane
-        .endpoints
-        .get(&EndpointName("n1/k8s/shop.web/eth0".into()))
-        .expect("what calc took while opening is programmed");
-    assert!(web.ingress.is_some() && web.egress.is_none());
-    assert_eq!(dataplane.syncs, 1);
+    // What calc took while the dataplane opened is programmed.
+    stop_and_expect_web_enforced(source, &events, main_loop);
 }
 
 #[test]
 fn a_dataplane_that_cannot_open_is_the_error_and_a_shutdown_meanwhile_stops_cleanly() {
-    let config = || CalcConfig {
-        node: "n1".into(),
-        cluster_name: "east".into(),
-    };
     let (_events, receiver) = super::event_channel();
     let failed =
         Daemon::<MemoryDataplane>::open(config(), Arc::new(Metrics::default()), &receiver, || {
