@@ -145,8 +145,8 @@ impl<D: Dataplane> Daemon<D> {
     /// datastore's updates (and answers debug questions), then programs what calc holds.
     /// Loading the kernel programs is mostly the kernel's verifier (a quarter of a second
     /// per policy program at best, over a second on a busy machine): calc's work on the
-    /// first objects overlaps it instead of waiting for it. `Ok(None)` when asked to stop meanwhile; the dataplane, opened, is
-    /// then dropped with enforcement in place.
+    /// first objects overlaps it instead of waiting for it. `Ok(None)` when asked to stop
+    /// meanwhile; the dataplane, opened, is then dropped with enforcement in place.
     pub fn open(
         config: CalcConfig,
         metrics: Arc<Metrics>,

@@ -8,6 +8,7 @@
 //! skipped; symbolic links to files are followed.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foldhash::{HashMap, HashMapExt as _, HashSet};
-use std::collections::hash_map::Entry;
 
 use crate::datastore::manifest::{Digest, DocumentError, split_documents};
 use crate::model::resources::{Resource, ResourceKey};
