@@ -2,6 +2,7 @@
 //! pools) and their conversions from the API objects in [`resources`]. No I/O.
 
 pub mod endpoint;
+pub mod plain_yaml;
 pub mod policy;
 pub mod pool;
 pub mod resources;

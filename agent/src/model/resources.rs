@@ -9,6 +9,8 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::plain_yaml;
+
 /// API group and version of fedwall's own resources.
 pub const FEDWALL_API_VERSION: &str = "fedwall.io/v1alpha1";
 
@@ -648,10 +650,12 @@ impl Resource {
     /// Parses one manifest's text straight into its resource, when its first two keys are
     /// `apiVersion` and `kind` (as kubectl and [`Resource::to_manifest`] write them): one
     /// pass, no [`serde_yaml::Value`] in between, which made up a third of reading a large
-    /// directory. `None` for anything else, valid or not: [`Resource::from_yaml`] then
-    /// reads it, and says what is wrong.
+    /// directory. The plain block YAML most manifests are written in is read by
+    /// [`plain_yaml`], anything else by serde_yaml. `None` for anything else, valid or not:
+    /// [`Resource::from_yaml`] then reads it, and says what is wrong.
     pub fn from_yaml_text(text: &str) -> Option<Resource> {
-        let InOrder(resource) = serde_yaml::from_str(text).ok()?;
+        let InOrder(resource) =
+            plain_yaml::from_str(text).or_else(|| serde_yaml::from_str(text).ok())?;
         resource.checked().ok()
     }
 
@@ -729,7 +733,8 @@ impl Resource {
 
 /// A resource whose manifest starts with its `apiVersion` and `kind`: the rest of the map
 /// is deserialized as that kind directly.
-struct InOrder(Resource);
+#[derive(Debug, PartialEq)]
+pub(crate) struct InOrder(pub(crate) Resource);
 
 impl<'de> Deserialize<'de> for InOrder {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
