@@ -18,7 +18,7 @@ use aya_ebpf::{
         __sk_buff, BPF_ANY, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK,
         TC_ACT_SHOT,
     },
-    helpers::{bpf_csum_diff, bpf_for_each_map_elem, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_for_each_map_elem, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::{classifier, map},
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
@@ -370,10 +370,17 @@ fn tcp_advance(state: u8, flags: u8, inside: bool) -> u8 {
 }
 
 /// Refreshes the live entry `entry` for a packet (its TCP state, and its timestamp at most
-/// every [`REFRESH_NS`]); the flow's other entry, keyed `partner`, gets the same, so both
-/// live and die together.
+/// every [`REFRESH_NS`]); the flow's other entry, keyed `partner(entry)` (`None`: it has
+/// none), gets the same, so both live and die together. The key is only built when a
+/// refresh is due: most packets need none.
 #[inline(always)]
-fn refresh(entry: &mut NatMapping, partner: &ConntrackKey, flow: &Flow, inside: bool, now: u64) {
+fn refresh(
+    entry: &mut NatMapping,
+    flow: &Flow,
+    inside: bool,
+    now: u64,
+    partner: impl FnOnce(&NatMapping) -> Option<ConntrackKey>,
+) {
     let state = if flow.kind == L4Kind::Tcp {
         tcp_advance(entry.tcp_state, flow.tcp_flags, inside)
     } else {
@@ -384,7 +391,10 @@ fn refresh(entry: &mut NatMapping, partner: &ConntrackKey, flow: &Flow, inside: 
     }
     entry.tcp_state = state;
     entry.last_seen_ns = now;
-    if let Some(other) = MAPPINGS.get_ptr_mut(partner) {
+    let Some(partner) = partner(entry) else {
+        return;
+    };
+    if let Some(other) = MAPPINGS.get_ptr_mut(&partner) {
         // SAFETY: a map value pointer stays valid for the program's run; racing writers of
         // these plain fields at worst lose a refresh.
         unsafe {
@@ -444,12 +454,14 @@ fn egress(ctx: &TcContext) -> NatReason {
             && entry.live(h.protocol, now)
             && !reopens_closed(flow, entry)
         {
-            let (nat_addr, nat_port) = (entry.addr, entry.port);
-            let partner = flow.key(&nat_addr, nat_port, &h.dst, flow.dst_port);
-            refresh(entry, &partner, flow, true, now);
-            return match rewrite_source(ctx, flow, &nat_addr, nat_port) {
+            refresh(entry, flow, true, now, |e| {
+                Some(flow.key(&e.addr, e.port, &h.dst, flow.dst_port))
+            });
+            // A live entry is never taken over: it holds still for this run.
+            let entry: &NatMapping = entry;
+            return match rewrite_source(ctx, flow, &entry.addr, entry.port) {
                 Some(()) => {
-                    remember_fragment(flow, false, &nat_addr, FRAGMENT_REWRITE);
+                    remember_fragment(flow, false, &entry.addr, FRAGMENT_REWRITE);
                     NatReason::Translated
                 }
                 None => NatReason::DropRewriteFailed,
@@ -606,18 +618,20 @@ fn reverse(ctx: &TcContext, flow: &Flow) -> NatReason {
     // SAFETY: as in `refresh`.
     let entry = unsafe { &mut *entry };
     if entry.flags & MAPPING_PASS_INBOUND != 0 {
-        refresh(entry, &key, flow, false, now);
+        refresh(entry, flow, false, now, |_| None);
         return NatReason::NotEligible;
     }
     if entry.flags & MAPPING_REVERSE_DESTINATION == 0 || !entry.live(h.protocol, now) {
         return NatReason::NotEligible;
     }
-    let (pod, pod_port) = (entry.addr, entry.port);
-    let partner = flow.key(&pod, pod_port, &h.src, flow.src_port);
-    refresh(entry, &partner, flow, false, now);
-    match rewrite_destination(ctx, flow, &pod, pod_port) {
+    refresh(entry, flow, false, now, |e| {
+        Some(flow.key(&e.addr, e.port, &h.src, flow.src_port))
+    });
+    // As on egress: a live entry holds still for this run.
+    let entry: &NatMapping = entry;
+    match rewrite_destination(ctx, flow, &entry.addr, entry.port) {
         Some(()) => {
-            remember_fragment(flow, true, &pod, FRAGMENT_REWRITE);
+            remember_fragment(flow, true, &entry.addr, FRAGMENT_REWRITE);
             NatReason::Reversed
         }
         None => NatReason::DropRewriteFailed,
@@ -749,21 +763,17 @@ fn pseudo_header_flags(flow: &Flow) -> Option<u64> {
 }
 
 /// Rewrites the packet's source (`dst == false`) or destination address and port, with
-/// every checksum that covers them.
+/// every checksum that covers them. The L4 checksum goes through the kernel's helpers,
+/// which know that an offloaded one (CHECKSUM_PARTIAL) covers the pseudo header only; the
+/// bytes, and the IPv4 header checksum computed here, go in one store when the L4 header
+/// follows the fixed IP header ([`store_headers`]): three helper calls instead of five.
 #[inline(never)]
 fn rewrite(ctx: &TcContext, flow: &Flow, dst: bool, addr: &[u8; 16], port: u16) -> Option<()> {
     let h = &flow.headers;
+    let family = family_of(h);
     let old = if dst { h.dst } else { h.src };
     let l4_check = flow.l4 + flow.kind.checksum_offset();
-    rewrite_address(
-        ctx,
-        family_of(h),
-        addr_offset(family_of(h), dst),
-        &old,
-        addr,
-        l4_check,
-        pseudo_header_flags(flow),
-    )?;
+    l4_address_checksum(ctx, family, &old, addr, l4_check, pseudo_header_flags(flow))?;
     let (port_offset, old_port) = if dst {
         (flow.kind.dst_port_offset(), flow.dst_port)
     } else {
@@ -782,6 +792,12 @@ fn rewrite(ctx: &TcContext, flow: &Flow, dst: bool, addr: &[u8; 16], port: u16) 
             mangled | 2,
         )
         .ok()?;
+    }
+    if store_headers(ctx, flow, dst, &old, addr, port_offset, port).is_some() {
+        return Some(());
+    }
+    store_address(ctx, family, addr_offset(family, dst), &old, addr)?;
+    if old_port != port {
         ctx.store(flow.l4 + port_offset, &port.to_be_bytes(), 0)
             .ok()?;
     }
@@ -798,6 +814,68 @@ fn rewrite_destination(ctx: &TcContext, flow: &Flow, addr: &[u8; 16], port: u16)
     rewrite(ctx, flow, true, addr, port)
 }
 
+/// Where [`store_headers`]' span starts: the IPv4 header checksum, or the IPv6 source.
+const V4_SPAN_START: usize = ETH_HLEN + 10;
+const V6_SPAN_START: usize = ETH_HLEN + 8;
+/// The span runs to 8 bytes into the L4 header (what the parser made sure is there for
+/// TCP, UDP and ICMP): the ports, or the echo identifier.
+const V4_SPAN: usize = 20 - 10 + 8;
+const V6_SPAN: usize = 40 - 8 + 8;
+
+/// Writes the address and port of a packet whose L4 header follows the fixed IP header in
+/// one store of the bytes between them, read back after the L4 checksum helpers ran: the
+/// IPv4 header checksum (fixed here: it is never offloaded), the addresses, and the L4
+/// header's first 8 bytes. `None`, with nothing written, when the headers do not lie so.
+#[inline(always)]
+fn store_headers(
+    ctx: &TcContext,
+    flow: &Flow,
+    dst: bool,
+    old: &[u8; 16],
+    new: &[u8; 16],
+    port_offset: usize,
+    port: u16,
+) -> Option<()> {
+    let port = port.to_be_bytes();
+    match family_of(&flow.headers) {
+        Family::V4 => {
+            if flow.l4 != ETH_HLEN + 20 {
+                return None;
+            }
+            let mut span = parse::read::<V4_SPAN>(ctx, V4_SPAN_START).ok()?;
+            let old4 = [old[12], old[13], old[14], old[15]];
+            let new4 = [new[12], new[13], new[14], new[15]];
+            let check = checksum_update(u16::from_be_bytes([span[0], span[1]]), &old4, &new4);
+            span[..2].copy_from_slice(&check.to_be_bytes());
+            let at = if dst { 6 } else { 2 };
+            span[at..at + 4].copy_from_slice(&new4);
+            put_port(&mut span, 10, port_offset, port);
+            ctx.store(V4_SPAN_START, &span, 0).ok()
+        }
+        Family::V6 => {
+            if flow.l4 != ETH_HLEN + 40 {
+                return None;
+            }
+            let mut span = parse::read::<V6_SPAN>(ctx, V6_SPAN_START).ok()?;
+            let at = if dst { 16 } else { 0 };
+            span[at..at + 16].copy_from_slice(new);
+            put_port(&mut span, 32, port_offset, port);
+            ctx.store(V6_SPAN_START, &span, 0).ok()
+        }
+    }
+}
+
+/// Writes `port` at `l4 + port_offset` of `span`, the offset spelled out as constants: the
+/// verifier refuses a stack write at an offset it cannot bound.
+#[inline(always)]
+fn put_port<const N: usize>(span: &mut [u8; N], l4: usize, port_offset: usize, port: [u8; 2]) {
+    match port_offset {
+        0 => span[l4..l4 + 2].copy_from_slice(&port),
+        2 => span[l4 + 2..l4 + 4].copy_from_slice(&port),
+        _ => span[l4 + 4..l4 + 6].copy_from_slice(&port),
+    }
+}
+
 /// Writes `new` over the address `old` at `offset`, fixing the IPv4 header checksum and
 /// the L4 checksum at `l4_check` (with `l4_flags`, when its pseudo header covers it).
 #[inline(always)]
@@ -810,6 +888,44 @@ fn rewrite_address(
     l4_check: usize,
     l4_flags: Option<u64>,
 ) -> Option<()> {
+    l4_address_checksum(ctx, family, old, new, l4_check, l4_flags)?;
+    store_address(ctx, family, offset, old, new)
+}
+
+/// Fixes the L4 checksum at `l4_check` for the address `old` becoming `new`, when its
+/// pseudo header covers addresses (`l4_flags`).
+#[inline(always)]
+fn l4_address_checksum(
+    ctx: &TcContext,
+    family: Family,
+    old: &[u8; 16],
+    new: &[u8; 16],
+    l4_check: usize,
+    l4_flags: Option<u64>,
+) -> Option<()> {
+    let Some(flags) = l4_flags else {
+        return Some(());
+    };
+    match family {
+        Family::V4 => {
+            let from = u32::from_ne_bytes([old[12], old[13], old[14], old[15]]);
+            let to = u32::from_ne_bytes([new[12], new[13], new[14], new[15]]);
+            ctx.l4_csum_replace(l4_check, u64::from(from), u64::from(to), flags | 4)
+        }
+        Family::V6 => ctx.l4_csum_replace(l4_check, 0, csum_diff_16(old, new), flags),
+    }
+    .ok()
+}
+
+/// Writes `new` over the address `old` at `offset`, with the IPv4 header checksum.
+#[inline(always)]
+fn store_address(
+    ctx: &TcContext,
+    family: Family,
+    offset: usize,
+    old: &[u8; 16],
+    new: &[u8; 16],
+) -> Option<()> {
     match family {
         Family::V4 => {
             let old4 = [old[12], old[13], old[14], old[15]];
@@ -817,32 +933,26 @@ fn rewrite_address(
             let (from, to) = (u32::from_ne_bytes(old4), u32::from_ne_bytes(new4));
             ctx.l3_csum_replace(ETH_HLEN + 10, u64::from(from), u64::from(to), 4)
                 .ok()?;
-            if let Some(flags) = l4_flags {
-                ctx.l4_csum_replace(l4_check, u64::from(from), u64::from(to), flags | 4)
-                    .ok()?;
-            }
-            ctx.store(offset, &new4, 0).ok()?;
+            ctx.store(offset, &new4, 0).ok()
         }
-        Family::V6 => {
-            if let Some(flags) = l4_flags {
-                let diff = csum_diff_16(old, new);
-                ctx.l4_csum_replace(l4_check, 0, diff, flags).ok()?;
-            }
-            ctx.store(offset, new, 0).ok()?;
-        }
+        Family::V6 => ctx.store(offset, new, 0).ok(),
     }
-    Some(())
 }
 
-/// The checksum difference of 16 bytes becoming others, for `l4_csum_replace`.
+/// The checksum difference of 16 bytes becoming others, for `l4_csum_replace` (what
+/// `bpf_csum_diff` answers, without the helper call): the one's complement sum of the new
+/// 16-bit words and of the old ones negated, in memory order as the kernel reads them.
 #[inline(always)]
 fn csum_diff_16(old: &[u8; 16], new: &[u8; 16]) -> u64 {
-    let mut from = *old;
-    let mut to = *new;
-    // SAFETY: both buffers are 16 bytes on this stack frame, a multiple of 4 as required.
-    let diff =
-        unsafe { bpf_csum_diff(from.as_mut_ptr().cast(), 16, to.as_mut_ptr().cast(), 16, 0) };
-    diff as u32 as u64
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < 16 {
+        sum += u64::from(!u16::from_ne_bytes([old[i], old[i + 1]]));
+        sum += u64::from(u16::from_ne_bytes([new[i], new[i + 1]]));
+        i += 2;
+    }
+    // 16 words of at most 0xffff: no carry out of 32 bits to fold.
+    sum
 }
 
 /// An ICMP error arriving on the uplink: if it quotes a packet of a translated flow (which
