@@ -1,15 +1,17 @@
-//! The main loop end to end without a kernel: a watched directory in, the in-memory
+//! The agent's loop end to end without a kernel: a watched directory in, the in-memory
 //! dataplane out, with the probes, metrics and debug socket a user would hit.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Daemon, DebugRequest, DebugResponse, Event, EventSink, Metrics, debug, http};
+use super::{DebugRequest, DebugResponse, Event, EventSink, Metrics, debug, http};
 use crate::calc::CalcConfig;
-use crate::dataplane::{EndpointName, MemoryDataplane};
+use crate::dataplane::{Dataplane, EndpointName, MemoryDataplane};
 use crate::datastore::FederatedFileSource;
 
 struct TempDir(PathBuf);
@@ -91,8 +93,7 @@ fn the_agent_programs_its_datastore_becomes_ready_and_answers_on_its_socket() {
         http::serve("127.0.0.1:0".parse().expect("addr"), metrics.clone()).expect("serve HTTP");
     let (events, receiver) = super::event_channel();
     debug::serve(&socket, events.clone()).expect("serve the debug socket");
-    let daemon = Daemon::new(config(), MemoryDataplane::new(), metrics.clone());
-    let main_loop = std::thread::spawn(move || daemon.run(&receiver));
+    let main_loop = spawn_loop(metrics.clone(), receiver, || Ok(MemoryDataplane::new()));
     let source =
         FederatedFileSource::spawn(&dir.0, EventSink(events.clone()), None).expect("watch dir");
 
@@ -157,18 +158,30 @@ fn the_agent_programs_its_datastore_becomes_ready_and_answers_on_its_socket() {
 /// dataplane, pruned once, after the first full sync.
 fn stop_and_expect_web_enforced(
     source: FederatedFileSource,
-    events: &std::sync::mpsc::SyncSender<Event>,
-    main_loop: std::thread::JoinHandle<MemoryDataplane>,
+    events: &SyncSender<Event>,
+    main_loop: JoinHandle<anyhow::Result<MemoryDataplane>>,
 ) {
     drop(source);
     events.send(Event::Shutdown).expect("main loop alive");
-    let dataplane = main_loop.join().expect("main loop ends cleanly");
+    let dataplane = main_loop
+        .join()
+        .expect("main loop ends cleanly")
+        .expect("the dataplane opened");
     let web = dataplane
         .endpoints
         .get(&EndpointName("n1/k8s/shop.web/eth0".into()))
         .expect("the local web pod is enforced");
     assert!(web.ingress.is_some() && web.egress.is_none());
     assert_eq!(dataplane.syncs, 1, "pruned once, after the first full sync");
+}
+
+/// The agent's loop on a thread of its own, with the dataplane `open` returns.
+fn spawn_loop<D: Dataplane + Send + 'static>(
+    metrics: Arc<Metrics>,
+    events: Receiver<Event>,
+    open: impl FnOnce() -> anyhow::Result<D> + Send + 'static,
+) -> JoinHandle<anyhow::Result<D>> {
+    std::thread::spawn(move || super::run(config(), &metrics, &events, open))
 }
 
 fn config() -> CalcConfig {
@@ -190,7 +203,7 @@ fn no_agent_on_the_socket_is_not_an_error() {
     assert!(matches!(answer, Ok(None)), "{answer:?}");
 }
 
-fn eval_names(events: &std::sync::mpsc::SyncSender<Event>, selector: &str) -> Vec<String> {
+fn eval_names(events: &SyncSender<Event>, selector: &str) -> Vec<String> {
     let (reply, answer) = std::sync::mpsc::channel();
     let request = DebugRequest::Eval {
         selector: selector.into(),
@@ -216,13 +229,9 @@ fn calc_takes_the_datastore_while_the_dataplane_opens_then_programs_it() {
         FederatedFileSource::spawn(&dir.0, EventSink(events.clone()), None).expect("watch dir");
     // The dataplane opens only when the test says so, as if the verifier took that long.
     let (open_now, gate) = std::sync::mpsc::channel::<()>();
-    let main_loop = std::thread::spawn(move || {
-        let opened = Daemon::open(config(), metrics, &receiver, move || {
-            gate.recv().expect("the test opens the dataplane");
-            Ok(MemoryDataplane::new())
-        });
-        let daemon = opened.expect("opens").expect("not stopped");
-        daemon.run(&receiver)
+    let main_loop = spawn_loop(metrics, receiver, move || {
+        gate.recv().expect("the test opens the dataplane");
+        Ok(MemoryDataplane::new())
     });
 
     eventually("calc to take the pods before the dataplane opens", || {
@@ -241,18 +250,22 @@ fn calc_takes_the_datastore_while_the_dataplane_opens_then_programs_it() {
 
 #[test]
 fn a_dataplane_that_cannot_open_is_the_error_and_a_shutdown_meanwhile_stops_cleanly() {
+    // A sender stays: the loop stops on the dataplane's error alone.
     let (_events, receiver) = super::event_channel();
-    let failed =
-        Daemon::<MemoryDataplane>::open(config(), Arc::new(Metrics::default()), &receiver, || {
-            Err(anyhow::anyhow!("no bpffs at /sys/fs/bpf"))
-        });
-    let error = failed.err().expect("the dataplane's error");
+    let failed = super::run::<MemoryDataplane>(config(), &Metrics::default(), &receiver, || {
+        Err(anyhow::anyhow!("no bpffs at /sys/fs/bpf"))
+    });
+    let error = failed.expect_err("the dataplane's error");
     assert_eq!(error.to_string(), "no bpffs at /sys/fs/bpf");
 
     let (events, receiver) = super::event_channel();
     events.send(Event::Shutdown).expect("receiver alive");
-    let stopped = Daemon::open(config(), Arc::new(Metrics::default()), &receiver, || {
+    let stopped = super::run(config(), &Metrics::default(), &receiver, || {
         Ok(MemoryDataplane::new())
     });
-    assert!(matches!(stopped, Ok(None)), "asked to stop while opening");
+    assert_eq!(
+        stopped.expect("asked to stop while opening"),
+        MemoryDataplane::new(),
+        "a shutdown while the dataplane opens programs nothing"
+    );
 }
