@@ -13,7 +13,7 @@ use clap::Args;
 use super::{Datastore, DatastoreArg};
 use crate::calc::CalcConfig;
 use crate::daemon::{
-    Daemon, DebugRequest, Event, EventSender, EventSink, Metrics, debug, event_channel, http,
+    self, DebugRequest, Event, EventSender, EventSink, Metrics, debug, event_channel, http,
 };
 use crate::dataplane::{KernelDataplane, RouteLookup, Uplink, UplinkChoice, netlink};
 use crate::datastore::kube::{KubeAccess, KubeContext, KubeRuntime, KubeSource, LocalOptions};
@@ -101,27 +101,15 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         EventSink(events.clone()),
     )?;
     drop(events);
-    // Opened after the sources started, on a thread of its own: the sources parse the
-    // datastore and calc takes their objects while the kernel programs load and verify,
-    // rather than after. Nothing is programmed before the dataplane is open.
+    // Opened after the sources started, on the dataplane's own thread: the sources parse
+    // the datastore and calc takes their objects while the kernel programs load and
+    // verify, rather than after. Nothing is programmed before the dataplane is open.
     let config = CalcConfig {
         node: node.clone(),
         cluster_name: args.cluster_name.clone(),
     };
-    let opened = Daemon::open(config, metrics, &receiver, || {
-        open_dataplane(&args.pin_root, &args.uplinks)
-    });
-    let daemon = match opened {
-        Ok(daemon) => daemon,
-        Err(error) => {
-            // The receiver first: a source blocked on the full channel then sees it
-            // closed, and stops when dropped.
-            drop(receiver);
-            drop(source);
-            return Err(error);
-        }
-    };
-    if let Some(daemon) = daemon {
+    let ran = daemon::run(config, &metrics, &receiver, || {
+        let dataplane = open_dataplane(&args.pin_root, &args.uplinks)?;
         tracing::info!(
             node = %node,
             cluster = %args.cluster_name,
@@ -131,7 +119,18 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             socket = %args.socket.display(),
             "agent started"
         );
-        let _dataplane = daemon.run(&receiver);
+        Ok(dataplane)
+    });
+    match ran {
+        // Its maps and links stay pinned: enforcement goes on without the agent.
+        Ok(dataplane) => drop(dataplane),
+        Err(error) => {
+            // The receiver first: a source blocked on the full channel then sees it
+            // closed, and stops when dropped.
+            drop(receiver);
+            drop(source);
+            return Err(error);
+        }
     }
     drop(source);
     // Connections still open end with the runtime; none may hold the process up.
@@ -282,7 +281,7 @@ fn spawn_signal_thread(set: libc::sigset_t, events: EventSender) -> anyhow::Resu
     Ok(())
 }
 
-/// Link and route changes wake the main loop to look for pods' interfaces again.
+/// Link and route changes have the dataplane look for pods' interfaces again.
 fn spawn_interface_watch(events: EventSender) -> anyhow::Result<()> {
     let changes = netlink::Changes::subscribe().context("subscribing to link and route changes")?;
     std::thread::Builder::new()

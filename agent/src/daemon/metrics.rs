@@ -1,6 +1,6 @@
-//! The agent's Prometheus metrics: kept by the main loop, rendered by the HTTP server in
-//! the text exposition format. Readiness lives here too, since `/readyz` and the metrics
-//! answer from the same state.
+//! The agent's Prometheus metrics: kept by the loop's calc and dataplane threads, rendered
+//! by the HTTP server in the text exposition format. Readiness lives here too, since
+//! `/readyz` and the metrics answer from the same state.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -60,8 +60,8 @@ impl Metrics {
         self.with(|s| *s.errors.entry(kind).or_insert(0) += 1);
     }
 
-    /// Takes calc's view after a batch.
-    pub fn observe(&self, calc: &Calc, programmed: bool) {
+    /// Takes calc's view after a batch: which sources synced, and how much it holds.
+    pub fn observe_calc(&self, calc: &Calc) {
         let remote_states: BTreeMap<_, _> = calc
             .remote_states()
             .iter()
@@ -83,12 +83,17 @@ impl Metrics {
             calc.problems().len(),
         );
         self.with(|s| {
-            s.ready = programmed;
             s.local_synced = local_synced;
             s.waiting_for = waiting_for;
             s.remote_states = remote_states;
             (s.local_endpoints, s.endpoints, s.policies, s.problems) = counts;
         });
+    }
+
+    /// Every source synced and its state is programmed: ready from now on (a source that
+    /// later loses its sync is reported in its own metric, not as unreadiness).
+    pub fn mark_ready(&self) {
+        self.with(|s| s.ready = true);
     }
 
     /// One batch's latency, from its oldest update's emission to programmed.

@@ -1,10 +1,19 @@
-//! The agent's main loop: one thread owns calc and the dataplane; datastore sources and
-//! the debug API send it [`Event`]s over one channel. Updates are applied in batches (all
-//! that arrived while the last batch was programmed), then calc's deltas go to the
-//! dataplane one by one: a rejected delta is logged and counted, and the rest still apply.
-//! Once every source has synced and its state is programmed, the dataplane prunes what it
-//! adopted but nobody asked for, and the agent is ready. While the dataplane opens (the
-//! kernel's verifier, on a thread of its own), calc already takes updates: [`Daemon::open`].
+//! The agent's main loop, on two threads joined by a short queue, so that calc's work on
+//! one batch of updates overlaps the kernel's programming of the batch before.
+//!
+//! The calc thread (the caller's) takes [`Event`]s from the datastore sources and the
+//! debug API over one channel, applies updates to calc in batches (all that arrived since
+//! the last batch), and answers debug questions on the state after their batch. It hands
+//! calc's deltas over, in order, whenever the dataplane thread can take them: once the
+//! dataplane is open and has at most one batch in hand. Until then updates keep coming
+//! into calc and their deltas merge, so calc takes the datastore while the kernel's
+//! verifier loads the programs, and takes more while the kernel's maps are written.
+//!
+//! The dataplane thread owns the dataplane for the agent's life: it opens it, applies each
+//! batch's deltas one by one — a rejected delta is logged and counted, and the rest still
+//! apply — and once per tick reports flow events and counters and looks at interfaces. Once
+//! the deltas of the batch that brought every source in sync are applied, it prunes what it
+//! adopted but nobody asked for, and the agent is ready. See [`run`].
 
 pub mod debug;
 pub mod http;
@@ -13,8 +22,8 @@ pub mod metrics;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::ops::ControlFlow;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,13 +32,13 @@ use anyhow::Context as _;
 use crate::calc::eval::{EvalReport, eval};
 use crate::calc::why::{WhyReport, why};
 use crate::calc::{Calc, CalcConfig};
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Dataplane, Delta};
 use crate::datastore::{SinkClosed, Update, UpdateSink};
 use crate::selector::Selector;
 
 pub use metrics::Metrics;
 
-/// What the main loop is asked to do.
+/// What the agent's loop is asked to do.
 #[expect(
     clippy::large_enum_variant,
     reason = "updates are nearly every event; boxing them would allocate once per update"
@@ -106,34 +115,278 @@ impl UpdateSink for EventSink {
     }
 }
 
-/// How often the loop reports the kernel's flow events and refreshes its counters.
+/// How often the dataplane thread reports the kernel's flow events and refreshes its
+/// counters; also how often an idle calc thread looks whether the dataplane thread is
+/// still there (it ends before calc's only by failing to open or by panicking).
 const TICK: Duration = Duration::from_secs(1);
 /// How often interfaces are looked at again without a link notification: a safety net.
 const INTERFACE_RECHECK: Duration = Duration::from_secs(5);
 
-/// How many queued updates one batch takes at most before programming the dataplane, so
+/// How many queued updates one batch takes at most before calc hands its deltas over, so
 /// a flood cannot delay enforcement of what already arrived without bound.
 const MAX_BATCH: usize = 10_000;
-/// How often calc, while the dataplane opens, looks whether it has opened when no update
-/// comes.
-const OPENING_POLL: Duration = Duration::from_millis(5);
+/// How often calc, holding deltas the dataplane thread cannot take yet (it opens, or has a
+/// batch queued behind the one it programs), looks again when no update comes.
+const HANDOVER_POLL: Duration = Duration::from_millis(2);
+/// How many batches the dataplane thread has in hand at most: the one it programs and the
+/// next, flushed meanwhile. Later updates wait in calc, where their deltas merge, rather
+/// than as deltas in a queue: memory stays flat and the kernel gets fewer, larger changes.
+const BATCHES_IN_HAND: usize = 2;
 
-pub struct Daemon<D> {
+/// Runs the agent's loop until [`Event::Shutdown`] or until every sender is gone, and
+/// returns the dataplane, still enforcing (its pins kept) with everything calc took
+/// programmed.
+///
+/// `open` opens the dataplane on the dataplane thread while calc already takes the
+/// datastore's updates and answers debug questions: loading the kernel programs is mostly
+/// the kernel's verifier (a quarter of a second per policy program at best, over a second
+/// on a busy machine), and calc's work on the first objects overlaps it instead of waiting
+/// for it. Its error is this function's. A shutdown while it opens waits for it, and
+/// programs nothing. A panic on either thread stops the other and is resumed here.
+pub fn run<D: Dataplane + Send>(
+    config: CalcConfig,
+    metrics: &Metrics,
+    events: &Receiver<Event>,
+    open: impl FnOnce() -> anyhow::Result<D> + Send,
+) -> anyhow::Result<D> {
+    let (batches, queued) = mpsc::sync_channel(BATCHES_IN_HAND - 1);
+    let (progress, progress_reports) = mpsc::channel();
+    let dataplane = thread::scope(|scope| -> anyhow::Result<D> {
+        let dataplane = thread::Builder::new()
+            .name("fedwall-dataplane".into())
+            .spawn_scoped(scope, move || -> anyhow::Result<D> {
+                let dataplane = open()?;
+                Ok(Programmer::new(dataplane, metrics).run(&queued, &progress))
+            })
+            .context("cannot start the dataplane's thread")?;
+        // Returns, or unwinds, dropping its sender: the dataplane thread then programs
+        // what is queued and stops.
+        CalcLoop::new(config, metrics, batches, progress_reports).run(events);
+        dataplane
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    tracing::info!("main loop stopped; enforcement stays in place");
+    Ok(dataplane)
+}
+
+/// One handover from the calc thread to the dataplane thread.
+struct Batch {
+    /// How many updates calc took for it: none when only interfaces changed.
+    updates: usize,
+    /// Calc's deltas since the last batch, in order.
+    deltas: Vec<Delta>,
+    /// Calc held every source's full state after these deltas.
+    in_sync: bool,
+    /// When the batch's oldest update was emitted, for the latency metric.
+    oldest: Option<Instant>,
+    interfaces_changed: bool,
+}
+
+/// What the dataplane thread tells the calc thread. Its channel closes when the dataplane
+/// thread ends.
+enum Progress {
+    /// The dataplane is open: it takes batches from now on.
+    Opened,
+    /// A batch is programmed.
+    Programmed,
+}
+
+/// What calc took since it last handed its deltas over.
+#[derive(Default)]
+struct Pending {
+    updates: usize,
+    /// When the oldest of them was emitted; unset for the updates taken while the
+    /// dataplane opened, whose wait is the verifier's rather than the update's.
+    oldest: Option<Instant>,
+    interfaces_changed: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.updates == 0 && !self.interfaces_changed
+    }
+}
+
+/// The calc thread: calc, and what the dataplane thread has not been handed yet.
+struct CalcLoop<'a> {
     calc: Calc,
+    metrics: &'a Metrics,
+    batches: SyncSender<Batch>,
+    progress: Receiver<Progress>,
+    /// The dataplane is open.
+    open: bool,
+    /// Batches handed over and not programmed yet.
+    in_hand: usize,
+    pending: Pending,
+}
+
+impl<'a> CalcLoop<'a> {
+    fn new(
+        config: CalcConfig,
+        metrics: &'a Metrics,
+        batches: SyncSender<Batch>,
+        progress: Receiver<Progress>,
+    ) -> Self {
+        CalcLoop {
+            calc: Calc::new(config),
+            metrics,
+            batches,
+            progress,
+            open: false,
+            in_hand: 0,
+            pending: Pending::default(),
+        }
+    }
+
+    /// Takes events until asked to stop, every sender is gone or the dataplane thread
+    /// ended.
+    fn run(mut self, events: &Receiver<Event>) {
+        loop {
+            let wait = if !self.open || !self.pending.is_empty() {
+                HANDOVER_POLL
+            } else {
+                TICK
+            };
+            let batch = match events.recv_timeout(wait) {
+                Ok(first) => take_batch(first, events),
+                Err(RecvTimeoutError::Timeout) => Vec::new(),
+                // Nothing more will come: what calc took is still programmed.
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.finish(true);
+                    return;
+                }
+            };
+            if self.handle(batch).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Applies a batch of events, and hands calc's deltas over if the dataplane thread can
+    /// take them; `Break` when the loop is to stop.
+    fn handle(&mut self, batch: Vec<Event>) -> ControlFlow<()> {
+        let mut updates = 0;
+        let mut debug = Vec::new();
+        let mut stop = false;
+        for event in batch {
+            match event {
+                Event::Update(update, emitted) => {
+                    self.calc.apply(&update);
+                    updates += 1;
+                    if self.open {
+                        self.pending.oldest.get_or_insert(emitted);
+                    }
+                }
+                Event::Debug(request, reply) => debug.push((request, reply)),
+                Event::InterfacesChanged => self.pending.interfaces_changed = true,
+                Event::Shutdown => stop = true,
+            }
+        }
+        self.pending.updates += updates;
+        let flow = if stop {
+            self.finish(false);
+            ControlFlow::Break(())
+        } else {
+            self.hand_over_if_taken()
+        };
+        if self.pending.updates > 0 && updates > 0 {
+            // Kept for later (the dataplane opens, or is busy): which sources synced is
+            // shown meanwhile, for `/readyz` to say what it waits for.
+            self.metrics.observe_calc(&self.calc);
+        }
+        // Debug questions see calc's state after this batch.
+        for (request, reply) in debug {
+            let _ = reply.send(answer(&self.calc, &request));
+        }
+        flow
+    }
+
+    /// Hands calc's deltas over if the dataplane is open and has room in hand.
+    fn hand_over_if_taken(&mut self) -> ControlFlow<()> {
+        self.take_progress()?;
+        if self.open && self.in_hand < BATCHES_IN_HAND && !self.pending.is_empty() {
+            self.hand_over()?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The loop stops: what calc took is handed over, to be programmed before the
+    /// dataplane is returned. While the dataplane opens, a shutdown programs nothing;
+    /// with `wait_for_open`, calc waits for it to open.
+    fn finish(&mut self, wait_for_open: bool) {
+        if self.take_progress().is_break() {
+            return;
+        }
+        while !self.open && wait_for_open {
+            match self.progress.recv() {
+                Ok(progress) => self.note(progress),
+                Err(_) => return,
+            }
+        }
+        if self.open && !self.pending.is_empty() {
+            let _ = self.hand_over();
+        }
+    }
+
+    /// Takes the dataplane thread's reports; `Break` once that thread ended (its error or
+    /// panic is then [`run`]'s).
+    fn take_progress(&mut self) -> ControlFlow<()> {
+        loop {
+            match self.progress.try_recv() {
+                Ok(progress) => self.note(progress),
+                Err(TryRecvError::Empty) => return ControlFlow::Continue(()),
+                Err(TryRecvError::Disconnected) => return ControlFlow::Break(()),
+            }
+        }
+    }
+
+    fn note(&mut self, progress: Progress) {
+        match progress {
+            Progress::Opened => self.open = true,
+            Progress::Programmed => self.in_hand -= 1,
+        }
+    }
+
+    /// Flushes calc and queues its deltas for the dataplane thread (waiting for room);
+    /// `Break` when that thread ended.
+    fn hand_over(&mut self) -> ControlFlow<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let deltas = if pending.updates > 0 {
+            let deltas = self.calc.flush();
+            // Before the deltas go (local endpoints are counted as flushed): whoever sees
+            // the agent ready sees calc's figures too.
+            self.metrics.observe_calc(&self.calc);
+            deltas
+        } else {
+            Vec::new()
+        };
+        let batch = Batch {
+            updates: pending.updates,
+            deltas,
+            in_sync: self.calc.in_sync(),
+            oldest: pending.oldest,
+            interfaces_changed: pending.interfaces_changed,
+        };
+        self.in_hand += 1;
+        match self.batches.send(batch) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
+    }
+}
+
+/// The dataplane thread: the dataplane, and whether it pruned yet.
+struct Programmer<'a, D> {
     dataplane: D,
-    metrics: Arc<Metrics>,
+    metrics: &'a Metrics,
     pruned: bool,
     last_interface_check: Instant,
 }
 
-impl<D: Dataplane> Daemon<D> {
-    pub fn new(config: CalcConfig, dataplane: D, metrics: Arc<Metrics>) -> Self {
-        Daemon::with_calc(Calc::new(config), dataplane, metrics)
-    }
-
-    fn with_calc(calc: Calc, dataplane: D, metrics: Arc<Metrics>) -> Self {
-        Daemon {
-            calc,
+impl<'a, D: Dataplane> Programmer<'a, D> {
+    fn new(dataplane: D, metrics: &'a Metrics) -> Self {
+        Programmer {
             dataplane,
             metrics,
             pruned: false,
@@ -141,83 +394,11 @@ impl<D: Dataplane> Daemon<D> {
         }
     }
 
-    /// Opens the dataplane with `open` on a thread of its own while calc takes the
-    /// datastore's updates (and answers debug questions), then programs what calc holds.
-    /// Loading the kernel programs is mostly the kernel's verifier (a quarter of a second
-    /// per policy program at best, over a second on a busy machine): calc's work on the
-    /// first objects overlaps it instead of waiting for it. `Ok(None)` when asked to stop
-    /// meanwhile; the dataplane, opened, is then dropped with enforcement in place.
-    pub fn open(
-        config: CalcConfig,
-        metrics: Arc<Metrics>,
-        events: &Receiver<Event>,
-        open: impl FnOnce() -> anyhow::Result<D> + Send,
-    ) -> anyhow::Result<Option<Self>>
-    where
-        D: Send,
-    {
-        let mut calc = Calc::new(config);
-        let mut interfaces_changed = false;
-        let (opened, stop) = thread::scope(|scope| -> anyhow::Result<_> {
-            let opening = thread::Builder::new()
-                .name("fedwall-open".into())
-                .spawn_scoped(scope, open)
-                .context("cannot start the thread that opens the dataplane")?;
-            let mut stop = false;
-            while !stop {
-                // Once it is open, one last batch of what is queued: a shutdown asked for
-                // before is seen, and the first programming takes more at once.
-                let opened = opening.is_finished();
-                let first = if opened {
-                    match events.try_recv() {
-                        Ok(event) => event,
-                        Err(_) => break,
-                    }
-                } else {
-                    match events.recv_timeout(OPENING_POLL) {
-                        Ok(event) => event,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        // Nothing more will come: wait for the dataplane.
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                };
-                for event in take_batch(first, events) {
-                    match event {
-                        Event::Update(update, _) => calc.apply(&update),
-                        Event::Debug(request, reply) => {
-                            let _ = reply.send(answer(&calc, &request));
-                        }
-                        Event::InterfacesChanged => interfaces_changed = true,
-                        Event::Shutdown => stop = true,
-                    }
-                }
-                metrics.observe(&calc, false);
-                if opened {
-                    break;
-                }
-            }
-            let opened = opening
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            Ok((opened, stop))
-        })?;
-        let dataplane = opened?;
-        if stop {
-            return Ok(None);
-        }
-        let mut daemon = Daemon::with_calc(calc, dataplane, metrics);
-        daemon.program();
-        if interfaces_changed {
-            daemon.refresh_interfaces();
-        }
-        daemon.metrics.observe_dataplane(daemon.dataplane.status());
-        daemon.metrics.observe(&daemon.calc, daemon.pruned);
-        Ok(Some(daemon))
-    }
-
-    /// Runs until [`Event::Shutdown`] or until every sender is gone; returns the dataplane
-    /// (still enforcing).
-    pub fn run(mut self, events: &Receiver<Event>) -> D {
+    /// Programs the batches calc hands over, in order, and keeps house once per tick,
+    /// until calc stops handing over; returns the dataplane once every queued batch is
+    /// programmed.
+    fn run(mut self, batches: &Receiver<Batch>, progress: &Sender<Progress>) -> D {
+        let _ = progress.send(Progress::Opened);
         let mut next_tick = Instant::now() + TICK;
         loop {
             let now = Instant::now();
@@ -225,87 +406,57 @@ impl<D: Dataplane> Daemon<D> {
                 self.housekeeping();
                 next_tick = now + TICK;
             }
-            let first = match events.recv_timeout(next_tick.saturating_duration_since(now)) {
-                Ok(event) => event,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            if !self.handle(take_batch(first, events)) {
-                break;
+            match batches.recv_timeout(next_tick.saturating_duration_since(now)) {
+                Ok(batch) => {
+                    self.program(batch);
+                    let _ = progress.send(Progress::Programmed);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return self.dataplane,
             }
         }
-        tracing::info!("main loop stopped; enforcement stays in place");
-        self.dataplane
     }
 
-    /// Applies a batch; `false` when asked to stop.
-    fn handle(&mut self, batch: Vec<Event>) -> bool {
+    fn program(&mut self, batch: Batch) {
         let started = Instant::now();
-        let mut updates = 0;
-        let mut oldest: Option<Instant> = None;
-        let mut debug = Vec::new();
-        let mut stop = false;
-        let mut interfaces_changed = false;
-        for event in batch {
-            match event {
-                Event::Update(update, emitted) => {
-                    self.calc.apply(&update);
-                    updates += 1;
-                    oldest.get_or_insert(emitted);
+        let mut ready = false;
+        if batch.updates > 0 {
+            let mut applied = 0;
+            for delta in &batch.deltas {
+                match self.dataplane.apply(delta) {
+                    Ok(()) => applied += 1,
+                    Err(error) => self.report(&error),
                 }
-                Event::Debug(request, reply) => debug.push((request, reply)),
-                Event::InterfacesChanged => interfaces_changed = true,
-                Event::Shutdown => stop = true,
             }
-        }
-        if let Some(oldest) = oldest {
-            self.program();
-            // The batch's oldest update waited longest: its latency bounds the others'.
-            self.metrics.observe_latency(oldest.elapsed());
+            self.metrics.deltas_applied(applied);
+            if !self.pruned && batch.in_sync {
+                match self.dataplane.sync_complete() {
+                    Ok(()) => (self.pruned, ready) = (true, true),
+                    Err(error) => {
+                        tracing::error!(error = %error, "cannot prune stale dataplane state");
+                        self.metrics.count_error(error_kind(&error));
+                    }
+                }
+            }
             tracing::debug!(
-                updates,
+                updates = batch.updates,
+                deltas = batch.deltas.len(),
                 elapsed_us = started.elapsed().as_micros(),
                 "batch programmed"
             );
         }
-        if interfaces_changed {
+        if let Some(oldest) = batch.oldest {
+            // The batch's oldest update waited longest: its latency bounds the others'.
+            self.metrics.observe_latency(oldest.elapsed());
+        }
+        if batch.interfaces_changed {
             self.refresh_interfaces();
         }
-        if updates > 0 || interfaces_changed {
-            self.metrics.observe_dataplane(self.dataplane.status());
-        }
+        self.metrics.observe_dataplane(self.dataplane.status());
         // Readiness last, so that whoever sees it ready also sees the maps' usage.
-        if updates > 0 {
-            self.metrics.observe(&self.calc, self.pruned);
-        }
-        // Debug questions see the state after this batch.
-        for (request, reply) in debug {
-            let _ = reply.send(answer(&self.calc, &request));
-        }
-        !stop
-    }
-
-    fn program(&mut self) {
-        let deltas = self.calc.flush();
-        let mut applied = 0;
-        for delta in &deltas {
-            match self.dataplane.apply(delta) {
-                Ok(()) => applied += 1,
-                Err(error) => self.report(&error),
-            }
-        }
-        self.metrics.deltas_applied(applied);
-        if !self.pruned && self.calc.in_sync() {
-            match self.dataplane.sync_complete() {
-                Ok(()) => {
-                    self.pruned = true;
-                    tracing::info!("every source in sync and programmed: ready");
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "cannot prune stale dataplane state");
-                    self.metrics.count_error(error_kind(&error));
-                }
-            }
+        if ready {
+            self.metrics.mark_ready();
+            tracing::info!("every source in sync and programmed: ready");
         }
     }
 
