@@ -1,25 +1,30 @@
 //! NAT-outgoing layouts: the prefix map that says which addresses are in IP pools (and which
-//! are this node's), the per-uplink configuration, the mapping table, the fragment table,
+//! are this node's), the per-uplink configuration, the flow table, the fragment table,
 //! and the NAT counters.
 //!
-//! # Mappings ([`NAT_MAPPINGS_MAP`])
-//! A plain hash, not an LRU: a full table refuses *new* flows (counted as
-//! [`NatReason::DropNatTableFull`]) and never evicts a live mapping. Nothing in the kernel
-//! reclaims an expired entry except a new flow that reuses its key; the agent sweeps the
-//! table (the `fw_nat_sweep` program, run through BPF_PROG_TEST_RUN once per tick).
-//! Keys follow the conntrack convention ([`ConntrackKey`]), with `scope` the uplink's
-//! ifindex. A translated flow `pod:p → peer:q` leaving through uplink `u` (address `node`)
-//! with the allocated port `n` has two entries:
-//! - the *outbound* entry, keyed by the flow as the pod sends it (`pod:p ↔ peer:q`), with
-//!   [`MAPPING_REWRITE_SOURCE`] and `addr:port = node:n`;
-//! - the *reply* entry, keyed by the flow as it is on the wire (`node:n ↔ peer:q`), with
-//!   [`MAPPING_REVERSE_DESTINATION`] and `addr:port = pod:p`.
+//! # Flows ([`NAT_FLOWS_MAP`])
+//! An array of [`NAT_FLOW_SLOTS`] slots of one cache line each, not a hash: a translated
+//! flow is one slot, found from either direction with the same one random memory access
+//! (a hash needs one per direction, and a new flow pays a lookup and two inserts: three
+//! random accesses into a table of 100,000 flows, most of a new mapping's cost).
+//! A flow `pod:p → peer:q` leaving through uplink `u` (scope: its ifindex) with the port
+//! `n` lives in slot [`slot_of`]`(`[`peer_hash`]`(peer, q, protocol, u), n)`:
+//! - a reply `peer:q → node:n` computes the slot directly;
+//! - the pod's packets compute the port the flow would have first been given,
+//!   `port_first + `[`port_offset`]`(…) % span`, its *home*, and the flow's port is the
+//!   `k`th after it (`k` < [`NAT_FLOW_PROBES`]): the home slot's `homed` bits say which `k`
+//!   hold (or held) flows of that home, so a lookup reads those slots only, all within a
+//!   few cache lines of the home.
 //!
-//! The reply entry's key is what makes `n` taken for `peer:q`: a port is allocated by
-//! inserting it with `BPF_NOEXIST`. ICMP echo uses the identifier as both ports, as the
-//! conntrack convention says. The TCP FIN bits name the flow's sides, not the key order
-//! (the two keys of a flow order their endpoints differently): [`NAT_TCP_FIN_INSIDE`] is a
-//! FIN from the pod, [`NAT_TCP_FIN_OUTSIDE`] one from the peer.
+//! A port is taken for `peer:q` while its slot holds a live flow: a new flow takes the
+//! first of its home's `k`s whose slot is expired or never used, claimed by an atomic
+//! exchange of `last_seen_ns` (the one whose exchange returns the expired value owns it; a
+//! loser only refreshed a live flow's timestamp). An expired slot needs no removal: the
+//! next claim reuses it. A flow that came in to a pod's own address is recorded the same
+//! way ([`FLOW_PASS_INBOUND`]) as the flow the pod's answers make. ICMP echo uses the
+//! identifier as the pod's port and the NAT port, and 0 as the peer's. The TCP FIN bits name
+//! the flow's sides: [`NAT_TCP_FIN_INSIDE`] is a FIN from the pod, [`NAT_TCP_FIN_OUTSIDE`]
+//! one from the peer.
 //!
 //! # Fragments ([`NAT_FRAGMENTS_MAP`])
 //! Only a datagram's first fragment carries ports. When it is translated, its datagram
@@ -33,9 +38,6 @@
 //! reassembly, as with any NAT that does not reassemble.
 
 use crate::conntrack::{TCP_FIN_HI, TCP_FIN_LO, TIMEOUT_TCP_HANDSHAKE_NS, timeout_ns};
-
-#[cfg(doc)]
-use crate::conntrack::ConntrackKey;
 
 /// Name of the LPM trie of 16-byte (IPv4-mapped) prefixes → [`NatPrefix`].
 pub const NAT_PREFIXES_MAP: &str = "fw_nat_prefixes_v1";
@@ -108,48 +110,107 @@ pub const UPLINK_HAS_V6: u32 = 2;
 pub const NAT_PORT_FIRST: u16 = 61000;
 pub const NAT_PORT_LAST: u16 = 65535;
 
-/// Name of the hash of [`ConntrackKey`] → [`NatMapping`] (see the module documentation).
-pub const NAT_MAPPINGS_MAP: &str = "fw_nat_mappings_v1";
-/// Entries the mapping table holds: two per translated flow, one per recorded inbound flow.
-pub const NAT_MAPPING_ENTRIES: u32 = 262_144;
+/// Name of the array of [`NatFlow`] slots (see the module documentation).
+pub const NAT_FLOWS_MAP: &str = "fw_nat_flows_v1";
+/// Slots in the flow table: a power of two (a slot index is a hash masked to it), 16 MiB.
+pub const NAT_FLOW_SLOTS: u32 = 1 << 18;
+/// Ports a new flow tries from its home before it is dropped; also the most slots a lookup
+/// reads. At most 64 (a bit each in `homed`).
+pub const NAT_FLOW_PROBES: u32 = 32;
 
-/// A mapping: what a packet of the flow its key names gets.
-#[repr(C)]
+/// A flow NAT knows: translated ([`FLOW_TRANSLATED`]), or one that came in to a pod's own
+/// address ([`FLOW_PASS_INBOUND`]).
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NatMapping {
-    /// `bpf_ktime_get_coarse_ns()` when a packet last refreshed the entry.
+pub struct NatFlow {
+    /// `bpf_ktime_get_coarse_ns()` when a packet last refreshed the flow; 0: never used.
+    /// A claim exchanges it atomically.
     pub last_seen_ns: u64,
-    /// The address a rewrite writes (16 bytes, IPv4-mapped).
-    pub addr: [u8; 16],
-    /// The port (or echo identifier) a rewrite writes, host byte order.
+    /// Bit `k`: a flow whose home is this slot was put `k` ports further. Only ever set
+    /// (an expired flow's bit costs a lookup one slot read more).
+    pub homed: u64,
+    /// The pod's address and port (IPv4-mapped; echo: its identifier).
+    pub pod: [u8; 16],
+    /// The peer's address and port (echo: 0).
+    pub peer: [u8; 16],
+    pub pod_port: u16,
+    pub peer_port: u16,
+    /// The port (echo: identifier) the flow leaves with.
     pub port: u16,
-    /// One of `MAPPING_*`.
+    pub protocol: u8,
+    /// `FLOW_*`; 0 while a claim writes the slot.
     pub flags: u8,
+    /// The uplink's ifindex.
+    pub scope: u32,
     /// TCP progress: `TCP_*` bits of [`crate::conntrack`], FINs as [`NAT_TCP_FIN_INSIDE`]
     /// and [`NAT_TCP_FIN_OUTSIDE`].
     pub tcp_state: u8,
-    pub _pad: u32,
+    pub _pad: [u8; 3],
 }
 
-const _: () = assert!(core::mem::size_of::<NatMapping>() == 32);
+const _: () = assert!(core::mem::size_of::<NatFlow>() == 64);
 
-impl NatMapping {
-    /// Whether the entry still holds at `now` for a flow of `protocol` (a dead one is
-    /// never refreshed: a new flow replaces it, or the agent's sweep removes it).
+impl NatFlow {
+    /// Whether the flow still holds at `now` (an expired one is free for a claim).
     #[inline(always)]
-    pub const fn live(&self, protocol: u8, now: u64) -> bool {
-        now.saturating_sub(self.last_seen_ns) <= timeout_ns(protocol, self.tcp_state)
+    pub const fn live(&self, now: u64) -> bool {
+        self.last_seen_ns != 0
+            && now.saturating_sub(self.last_seen_ns) <= timeout_ns(self.protocol, self.tcp_state)
+    }
+
+    /// Whether the slot holds the flow of `peer:peer_port` over `protocol` on uplink `scope`
+    /// (its pod side is checked by the caller, or not at all for a reply).
+    #[inline(always)]
+    pub fn is_with(&self, peer: &[u8; 16], peer_port: u16, protocol: u8, scope: u32) -> bool {
+        self.peer_port == peer_port
+            && self.protocol == protocol
+            && self.scope == scope
+            && self.peer == *peer
     }
 }
 
-/// The flow's outgoing packets get their source rewritten to `addr:port`.
-pub const MAPPING_REWRITE_SOURCE: u8 = 1;
-/// The flow's replies get their destination translated back to `addr:port`.
-pub const MAPPING_REVERSE_DESTINATION: u8 = 2;
+/// The flow's packets are translated: source to the uplink's address and `port` on the
+/// way out, destination back to `pod:pod_port` on the way in.
+pub const FLOW_TRANSLATED: u8 = 1;
 /// A flow that came in to a pod's own address (a remote cluster reaching it): its packets
 /// pass untranslated both ways, as Calico only masquerades connections the pod opens.
-/// Keyed by the flow as it is (one entry).
-pub const MAPPING_PASS_INBOUND: u8 = 4;
+pub const FLOW_PASS_INBOUND: u8 = 2;
+
+/// One step of the slot hashes: multiply-xorshift (cheap in BPF, and every input bit
+/// reaches the low bits a slot index keeps).
+#[inline(always)]
+const fn mix(h: u32, word: u32) -> u32 {
+    let h = (h ^ word).wrapping_mul(0x9E37_79B1);
+    h ^ (h >> 15)
+}
+
+#[inline(always)]
+fn mix_addr(h: u32, addr: &[u8; 16]) -> u32 {
+    let word = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    mix(mix(mix(mix(h, word(0)), word(4)), word(8)), word(12))
+}
+
+/// The hash of a flow's peer side: with the flow's port, it names the flow's slot.
+#[inline(always)]
+pub fn peer_hash(peer: &[u8; 16], peer_port: u16, protocol: u8, scope: u32) -> u32 {
+    let h = mix_addr(0x2545_F491, peer);
+    let h = mix(h, (u32::from(peer_port) << 16) | u32::from(protocol));
+    mix(h, scope).wrapping_mul(0x85EB_CA77)
+}
+
+/// Where in the uplink's port range a flow's home is, before `% span`: a hash of the whole
+/// flow as the pod sends it.
+#[inline(always)]
+pub fn port_offset(pod: &[u8; 16], pod_port: u16, peer_hash: u32) -> u32 {
+    let h = mix_addr(peer_hash, pod);
+    mix(h, u32::from(pod_port)).wrapping_mul(0xC2B2_AE3D) >> 8
+}
+
+/// The slot of the flow with the peer side `peer_hash` and the port `port`.
+#[inline(always)]
+pub const fn slot_of(peer_hash: u32, port: u16) -> u32 {
+    peer_hash.wrapping_add(port as u32) & (NAT_FLOW_SLOTS - 1)
+}
 
 /// Name of the LRU hash of [`NatFragmentKey`] → [`NatFragment`]. LRU is right here: an
 /// evicted entry costs one datagram, never a flow.
@@ -198,9 +259,6 @@ pub const FRAGMENT_REWRITE: u32 = 1;
 /// Later fragments pass untouched (the first one belonged to an inbound flow).
 pub const FRAGMENT_PASS: u32 = 2;
 
-/// Ports tried, from a random start, before a new flow is dropped as out of ports.
-pub const NAT_PORT_ATTEMPTS: u32 = 32;
-
 /// Read as "FIN from the pod" in NAT entries (see the module documentation).
 pub const NAT_TCP_FIN_INSIDE: u8 = TCP_FIN_LO;
 /// Read as "FIN from the peer" in NAT entries.
@@ -223,9 +281,10 @@ pub enum NatReason {
     /// Passed untouched: not IP, not parsable, or a protocol NAT does not translate (only
     /// TCP, UDP and ICMP echo are).
     Untranslatable = 5,
-    /// Egress: a new flow dropped, every port tried for its peer was taken.
+    /// Egress: a new flow dropped, every port it could take is its peer's live flows'.
     DropPortsExhausted = 6,
-    /// Egress: a new flow dropped, the mapping table is full of live mappings.
+    /// Egress: a new flow dropped, the slots of every port it could take hold live flows
+    /// of other peers (the flow table is crowded).
     DropNatTableFull = 7,
     /// A translated packet dropped because a rewrite failed half-way.
     DropRewriteFailed = 8,
@@ -293,7 +352,7 @@ unsafe impl aya::Pod for NatPrefix {}
 unsafe impl aya::Pod for NatUplink {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
-unsafe impl aya::Pod for NatMapping {}
+unsafe impl aya::Pod for NatFlow {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for NatFragmentKey {}
@@ -387,5 +446,47 @@ mod checksum_tests {
         let new16: [u8; 16] = core::array::from_fn(|i| i as u8 * 17);
         bytes[..16].copy_from_slice(&new16);
         assert_eq!(checksum_update(before, &old16, &new16), checksum(&bytes));
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    extern crate std;
+    use super::{NAT_FLOW_SLOTS, peer_hash, port_offset, slot_of};
+    use std::collections::HashSet;
+
+    fn v4(last: u8) -> [u8; 16] {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&[198, 51, 100, last]);
+        addr
+    }
+
+    #[test]
+    fn a_peers_ports_are_neighbouring_slots_and_peers_spread_over_the_table() {
+        let hash = peer_hash(&v4(9), 53, 17, 2);
+        // A flow's probes read neighbouring lines, wrapping at the table's end.
+        for port in 61000u16..65535 {
+            let next = (slot_of(hash, port) + 1) % NAT_FLOW_SLOTS;
+            assert_eq!(slot_of(hash, port + 1), next);
+        }
+        // 4,096 peers over the table's 4,096 regions of 64 slots: uniform placement fills
+        // 4,096 × (1 − 1/e) ≈ 2,589 of them; a weak hash (peers in runs) far fewer.
+        let mut regions = HashSet::new();
+        for n in 0..4096u32 {
+            regions.insert(
+                slot_of(
+                    peer_hash(&v4(n as u8), 1000 + (n >> 8) as u16, 17, 2),
+                    61000,
+                ) / 64,
+            );
+        }
+        assert!(regions.len() > 2450, "{} distinct regions", regions.len());
+        // A peer's flows from different pod ports start at different homes.
+        let homes: HashSet<u32> = (0..1000u16)
+            .map(|p| port_offset(&v4(1), 30000 + p, hash) % 4536)
+            .collect();
+        assert!(homes.len() > 850, "{} distinct homes", homes.len());
     }
 }

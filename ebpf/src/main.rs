@@ -3,6 +3,10 @@
 //! per-protocol counting programs, all built on one header parser ([`parse`]).
 #![no_std]
 #![no_main]
+// `atomic_xchg`: the one atomic read-modify-write the BPF target lowers (core's atomic
+// types have none there), for claiming NAT flow slots.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![expect(
     clippy::not_unsafe_ptr_arg_deref,
     reason = "#[classifier] generates the extern entry point that takes the kernel's skb pointer"

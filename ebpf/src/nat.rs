@@ -3,38 +3,37 @@
 //! a port (or ICMP echo identifier) free for its peer; on TC ingress the replies, and ICMP
 //! errors about the flow (their quote included), are translated back.
 //!
-//! Mappings are two entries of the NAT mapping table, a plain hash (layout and why in
-//! `fedwall_common::nat`): a new flow that finds no free port, or no room in the table, is
-//! dropped with [`NAT_FAIL_ACTION`] and counted; existing mappings are never evicted or
-//! taken over while they live. [`fw_nat_sweep`] removes the expired ones when the agent
-//! runs it. Only TCP, UDP and ICMP echo are translated; later fragments of a translated
-//! datagram follow its first fragment.
+//! A flow is one slot of the NAT flow table, an array found from either direction by a
+//! hash (layout and why in `fedwall_common::nat`): a new flow that finds no free port, or
+//! no free slot, is dropped with [`NAT_FAIL_ACTION`] and counted; a live flow's slot is
+//! never taken over. Expired slots are reused by later claims; [`fw_nat_sweep`] counts the
+//! live ones for the agent. Only TCP, UDP and ICMP echo are translated; later fragments of
+//! a translated datagram follow its first fragment.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{
-        __sk_buff, BPF_ANY, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_OK,
-        TC_ACT_SHOT,
-    },
-    helpers::{bpf_for_each_map_elem, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    bindings::{__sk_buff, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_for_each_map_elem, bpf_ktime_get_coarse_ns, bpf_loop},
     macros::{classifier, map},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use fedwall_common::{
-    conntrack::{ConntrackKey, TCP_ESTABLISHED, TCP_RST, TCP_SYN_SEEN},
+    conntrack::{TCP_ESTABLISHED, TCP_RST, TCP_SYN_SEEN},
     nat::{
-        FRAGMENT_PASS, FRAGMENT_REWRITE, MAPPING_PASS_INBOUND, MAPPING_REVERSE_DESTINATION,
-        MAPPING_REWRITE_SOURCE, NAT_FRAGMENT_ENTRIES, NAT_FRAGMENT_TIMEOUT_NS, NAT_MAPPING_ENTRIES,
-        NAT_PORT_ATTEMPTS, NAT_PREFIX_ENTRIES, NAT_TCP_FIN_INSIDE, NAT_TCP_FIN_OUTSIDE,
-        NAT_UPLINK_ENTRIES, NatFragment, NatFragmentKey, NatMapping, NatPrefix, NatReason,
-        NatUplink, PREFIX_NAT_OUTGOING, UPLINK_HAS_V4, UPLINK_HAS_V6, checksum_update, translates,
+        FLOW_PASS_INBOUND, FLOW_TRANSLATED, FRAGMENT_PASS, FRAGMENT_REWRITE, NAT_FLOW_PROBES,
+        NAT_FLOW_SLOTS, NAT_FRAGMENT_ENTRIES, NAT_FRAGMENT_TIMEOUT_NS, NAT_PREFIX_ENTRIES,
+        NAT_TCP_FIN_INSIDE, NAT_TCP_FIN_OUTSIDE, NAT_UPLINK_ENTRIES, NatFlow, NatFragment,
+        NatFragmentKey, NatPrefix, NatReason, NatUplink, PREFIX_NAT_OUTGOING, UPLINK_HAS_V4,
+        UPLINK_HAS_V6, checksum_update, peer_hash, port_offset, slot_of, translates,
     },
     net::{icmp_type, ip_proto},
     policy::PacketCounter,
 };
+
+use core::intrinsics::AtomicOrdering;
 
 use crate::parse::{self, ETH_HLEN, Family, IpHeaders, Parsed};
 
@@ -44,8 +43,8 @@ static PREFIXES: LpmTrie<[u8; 16], NatPrefix> = LpmTrie::pinned(NAT_PREFIX_ENTRI
 static UPLINKS: HashMap<u32, NatUplink> = HashMap::pinned(NAT_UPLINK_ENTRIES, 0);
 #[map(name = "fw_nat_stats_v1")]
 static STATS: PerCpuArray<PacketCounter> = PerCpuArray::pinned(NatReason::COUNT, 0);
-#[map(name = "fw_nat_mappings_v1")]
-static MAPPINGS: HashMap<ConntrackKey, NatMapping> = HashMap::pinned(NAT_MAPPING_ENTRIES, 0);
+#[map(name = "fw_nat_flows_v1")]
+static FLOWS: Array<NatFlow> = Array::pinned(NAT_FLOW_SLOTS, 0);
 #[map(name = "fw_nat_fragments_v1")]
 static FRAGMENTS: LruHashMap<NatFragmentKey, NatFragment> =
     LruHashMap::pinned(NAT_FRAGMENT_ENTRIES, 0);
@@ -56,14 +55,13 @@ static SCRATCH: PerCpuArray<Flow> = PerCpuArray::with_max_entries(1, 0);
 /// that failed half-way (its checksums can no longer be trusted).
 pub const NAT_FAIL_ACTION: i32 = TC_ACT_SHOT;
 
-/// Mapping timestamps are rewritten at most this often on the established path.
+/// Flow timestamps are rewritten at most this often on the established path.
 const REFRESH_NS: u64 = 1_000_000_000;
 
 const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_RST: u8 = 0x04;
 const TCP_FLAG_ACK: u8 = 0x10;
-const EEXIST: i32 = 17;
 /// Extension headers walked in an ICMPv6 error's quote: one of each common kind.
 const MAX_QUOTED_EXT_HEADERS: usize = 4;
 
@@ -80,19 +78,19 @@ pub fn fw_nat_ingress(ctx: TcContext) -> i32 {
 }
 
 /// Never attached: the agent runs it through BPF_PROG_TEST_RUN (any frame will do) once
-/// per tick. Removes every expired mapping and returns how many live ones remain.
+/// per tick: how many flows are live (expired slots need no removal: claims reuse them).
 #[classifier]
 pub fn fw_nat_sweep(_ctx: TcContext) -> i32 {
     let mut sweep = Sweep {
         now: now_ns(),
         live: 0,
     };
-    // SAFETY: the map is this object's hash map; the callback has the signature
+    // SAFETY: the map is this object's array; the callback has the signature
     // bpf_for_each_map_elem requires and `sweep` outlives the call.
     unsafe {
         bpf_for_each_map_elem(
-            (&raw const MAPPINGS).cast_mut().cast(),
-            sweep_entry as *mut c_void,
+            (&raw const FLOWS).cast_mut().cast(),
+            count_live as *mut c_void,
             (&raw mut sweep).cast(),
             0,
         );
@@ -106,22 +104,19 @@ struct Sweep {
     live: u32,
 }
 
-/// One mapping of the sweep: removed when expired (the hash allows removing the element
-/// being visited), counted otherwise.
-extern "C" fn sweep_entry(
+/// One slot of the count.
+extern "C" fn count_live(
     _map: *mut c_void,
-    key: *const ConntrackKey,
-    value: *const NatMapping,
+    _index: *const u32,
+    flow: *const NatFlow,
     sweep: *mut Sweep,
 ) -> i64 {
-    // SAFETY: the kernel passes the element's key and value and our context.
-    let (key, value, sweep) = unsafe { (&*key, &*value, &mut *sweep) };
-    if value.live(key.protocol, sweep.now) {
+    // SAFETY: the kernel passes the element's value and our context.
+    let (flow, sweep) = unsafe { (&*flow, &mut *sweep) };
+    if flow.live(sweep.now) {
         sweep.live += 1;
-    } else {
-        let _ = MAPPINGS.remove(key);
     }
-    // Go on with the next element.
+    // Go on with the next slot.
     0
 }
 
@@ -166,18 +161,11 @@ pub struct Flow {
     src_port: u16,
     dst_port: u16,
     tcp_flags: u8,
-    /// The uplink's ifindex: the conntrack scope of its mappings.
+    /// The uplink's ifindex: the scope of its flows.
     scope: u32,
     now: u64,
-    /// The address of the packet's family on the uplink, and the ports it hands out
-    /// (copied from its map entry only for a new mapping).
-    uplink_addr: [u8; 16],
-    port_first: u16,
-    port_last: u16,
     /// What an ICMP error quotes.
     quote: Quote,
-    /// The conntrack value being built for a new mapping.
-    value: NatMapping,
 }
 
 /// The packet an ICMP error quotes, as far as NAT needs it.
@@ -201,19 +189,11 @@ pub struct Quote {
 }
 
 impl Flow {
-    /// The conntrack key, in the uplink's scope, of this packet's flow seen as
-    /// `src:src_port ↔ dst:dst_port` (echo: the identifier `src_port` is both ports).
+    /// The peer's port of a packet whose peer-side port is `port`: echo has none (its
+    /// identifier is the pod's, and the NAT port once translated).
     #[inline(always)]
-    fn key(&self, src: &[u8; 16], src_port: u16, dst: &[u8; 16], dst_port: u16) -> ConntrackKey {
-        key_of(
-            src,
-            src_port,
-            dst,
-            dst_port,
-            self.kind,
-            self.headers.protocol,
-            self.scope,
-        )
+    fn peer_port(&self, port: u16) -> u16 {
+        if self.kind == L4Kind::Echo { 0 } else { port }
     }
 }
 
@@ -369,18 +349,10 @@ fn tcp_advance(state: u8, flags: u8, inside: bool) -> u8 {
     state
 }
 
-/// Refreshes the live entry `entry` for a packet (its TCP state, and its timestamp at most
-/// every [`REFRESH_NS`]); the flow's other entry, keyed `partner(entry)` (`None`: it has
-/// none), gets the same, so both live and die together. The key is only built when a
-/// refresh is due: most packets need none.
+/// Refreshes a live flow for a packet: its TCP state, and its timestamp at most every
+/// [`REFRESH_NS`] (most packets write nothing).
 #[inline(always)]
-fn refresh(
-    entry: &mut NatMapping,
-    flow: &Flow,
-    inside: bool,
-    now: u64,
-    partner: impl FnOnce(&NatMapping) -> Option<ConntrackKey>,
-) {
+fn refresh(entry: &mut NatFlow, flow: &Flow, inside: bool, now: u64) {
     let state = if flow.kind == L4Kind::Tcp {
         tcp_advance(entry.tcp_state, flow.tcp_flags, inside)
     } else {
@@ -389,45 +361,300 @@ fn refresh(
     if state == entry.tcp_state && now.saturating_sub(entry.last_seen_ns) < REFRESH_NS {
         return;
     }
+    // Racing writers of these plain fields at worst lose a refresh.
     entry.tcp_state = state;
     entry.last_seen_ns = now;
-    let Some(partner) = partner(entry) else {
-        return;
-    };
-    if let Some(other) = MAPPINGS.get_ptr_mut(&partner) {
-        // SAFETY: a map value pointer stays valid for the program's run; racing writers of
-        // these plain fields at worst lose a refresh.
+}
+
+/// The slot at `index` (in range: indexes are masked to the table).
+#[inline(always)]
+fn slot(index: u32) -> Option<*mut NatFlow> {
+    FLOWS.get_ptr_mut(index)
+}
+
+/// Where the flows of one pod-side tuple live: the slots of the ports `k` after its home
+/// (`k` < [`NAT_FLOW_PROBES`] and < the uplink's port count).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Home {
+    peer_hash: u32,
+    /// The home's place in the port range.
+    offset: u32,
+    span: u32,
+    first: u16,
+}
+
+impl Home {
+    /// The home of the flow `pod:pod_port ↔ peer:peer_port` on the flow's uplink, whose
+    /// ports are `first..=last`; `None` for an empty range.
+    #[inline(always)]
+    fn of(
+        flow: &Flow,
+        pod: &[u8; 16],
+        pod_port: u16,
+        peer: &[u8; 16],
+        peer_port: u16,
+        (first, last): (u16, u16),
+    ) -> Option<Home> {
+        if last < first {
+            return None;
+        }
+        let span = u32::from(last - first) + 1;
+        let peer_hash = peer_hash(peer, peer_port, flow.headers.protocol, flow.scope);
+        Some(Home {
+            peer_hash,
+            offset: port_offset(pod, pod_port, peer_hash) % span,
+            span,
+            first,
+        })
+    }
+
+    /// The `k`th port from the home.
+    #[inline(always)]
+    fn port(&self, k: u32) -> u16 {
+        // `offset` < `span` and `k` < `span`: one wrap at most, no division.
+        let at = self.offset + k;
+        let at = if at >= self.span { at - self.span } else { at };
+        self.first + at as u16
+    }
+
+    #[inline(always)]
+    fn index(&self, k: u32) -> u32 {
+        slot_of(self.peer_hash, self.port(k))
+    }
+
+    /// How many `k`s a flow of this home may use.
+    #[inline(always)]
+    fn probes(&self) -> u32 {
+        self.span.min(NAT_FLOW_PROBES)
+    }
+}
+
+/// A walk over a home's slots (through `bpf_loop`: the verifier checks one step, not
+/// every path through [`NAT_FLOW_PROBES`] of them). Which side of the packet is the pod's
+/// says `pod_is_dst`.
+#[repr(C)]
+struct Probe {
+    flow: *const Flow,
+    home: Home,
+    homed: u64,
+    pod_is_dst: u32,
+    peer_port: u16,
+    /// For a claim: the new flow's flags and TCP state.
+    flags: u8,
+    tcp_state: u8,
+    /// What the walk found: the slot index (`u32::MAX`: none), and for a claim whether a
+    /// live flow of another peer held a slot.
+    index: u32,
+    crowded: u32,
+}
+
+impl Probe {
+    #[inline(always)]
+    fn new(flow: &Flow, home: Home, pod_is_dst: bool, peer_port: u16) -> Probe {
+        Probe {
+            flow,
+            home,
+            homed: 0,
+            pod_is_dst: u32::from(pod_is_dst),
+            peer_port,
+            flags: 0,
+            tcp_state: 0,
+            index: u32::MAX,
+            crowded: 0,
+        }
+    }
+
+    /// The pod's and the peer's addresses and the pod's port.
+    #[inline(always)]
+    fn sides(&self) -> (&[u8; 16], &[u8; 16], u16) {
+        // SAFETY: `flow` is the per-CPU scratch slot, valid for the program's run.
+        let flow = unsafe { &*self.flow };
+        let h = &flow.headers;
+        if self.pod_is_dst != 0 {
+            (&h.dst, &h.src, flow.dst_port)
+        } else {
+            (&h.src, &h.dst, flow.src_port)
+        }
+    }
+
+    /// The slot of the flow (live or not), if one is there.
+    #[inline(always)]
+    fn find(&mut self) -> Option<*mut NatFlow> {
+        // SAFETY: a map value pointer stays valid for the program's run.
+        self.homed = unsafe { (*slot(self.home.index(0))?).homed };
+        if self.homed == 0 {
+            return None;
+        }
+        // Most flows are at their home: looked at without the loop.
+        if self.homed & 1 != 0 {
+            let ctx = (self as *mut Probe).cast();
+            if find_step(0, ctx) != 0 {
+                return slot(self.index);
+            }
+            if self.homed == 1 {
+                return None;
+            }
+        }
+        // SAFETY: the callback is a BPF function taking (index, ctx) and `self` outlives
+        // the call.
         unsafe {
-            (*other).tcp_state = state;
-            (*other).last_seen_ns = now;
+            bpf_loop(
+                self.home.probes(),
+                find_step as *mut c_void,
+                (self as *mut Probe).cast(),
+                0,
+            );
+        }
+        slot(self.index)
+    }
+
+    /// Claims the first port from the home whose slot holds no live flow, and writes the
+    /// flow there (`flags`, `tcp_state`): its port, or why there is none.
+    #[inline(always)]
+    fn claim(&mut self, flags: u8, tcp_state: u8) -> Result<u16, NatReason> {
+        self.flags = flags;
+        self.tcp_state = tcp_state;
+        // Most new flows get their home port: tried without the loop.
+        let ctx = (self as *mut Probe).cast();
+        if claim_step(0, ctx) == 0 && self.home.probes() > 1 {
+            // SAFETY: as in `find`.
+            unsafe {
+                bpf_loop(self.home.probes() - 1, claim_next as *mut c_void, ctx, 0);
+            }
+        }
+        match slot(self.index) {
+            // SAFETY: a map value pointer stays valid for the program's run; the claim
+            // made it this flow's.
+            Some(claimed) => Ok(unsafe { (*claimed).port }),
+            None if self.crowded != 0 => Err(NatReason::DropNatTableFull),
+            None => Err(NatReason::DropPortsExhausted),
         }
     }
 }
 
-/// The conntrack key of a flow seen from one end, with echo's identifier as both ports.
-#[inline(always)]
-fn key_of(
-    src: &[u8; 16],
-    src_port: u16,
-    dst: &[u8; 16],
-    dst_port: u16,
-    kind: L4Kind,
-    protocol: u8,
-    scope: u32,
-) -> ConntrackKey {
-    let dst_port = if kind == L4Kind::Echo {
-        src_port
-    } else {
-        dst_port
+/// One `k` of [`Probe::find`]: 1 (stop) once the flow's slot is found.
+#[inline(never)]
+extern "C" fn find_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Probe` `find` gave it.
+    let probe = unsafe { &mut *(ctx as *mut Probe) };
+    let k = k as u32;
+    if probe.homed & (1 << (k & 63)) == 0 {
+        return 0;
+    }
+    let index = probe.home.index(k);
+    let Some(candidate) = slot(index) else {
+        return 1;
     };
-    ConntrackKey::new(src, src_port, dst, dst_port, protocol, scope).0
+    // SAFETY: a map value pointer stays valid for the program's run; read only.
+    let c = unsafe { &*candidate };
+    // SAFETY: as in `Probe::sides`.
+    let flow = unsafe { &*probe.flow };
+    let (pod, peer, pod_port) = probe.sides();
+    if c.flags != 0
+        && c.pod_port == pod_port
+        && c.is_with(peer, probe.peer_port, flow.headers.protocol, flow.scope)
+        && c.pod == *pod
+    {
+        probe.index = index;
+        return 1;
+    }
+    0
+}
+
+/// Step `k` of the loop after the home: `k + 1` of [`claim_step`].
+#[inline(never)]
+extern "C" fn claim_next(k: u64, ctx: *mut c_void) -> i64 {
+    claim_step(k + 1, ctx)
+}
+
+/// One `k` of [`Probe::claim`]: 1 (stop) once a slot is claimed.
+#[inline(never)]
+extern "C" fn claim_step(k: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the `Probe` `claim` gave it.
+    let probe = unsafe { &mut *(ctx as *mut Probe) };
+    let k = k as u32;
+    // SAFETY: as in `Probe::sides`.
+    let flow = unsafe { &*probe.flow };
+    let (protocol, scope, now) = (flow.headers.protocol, flow.scope, flow.now);
+    let index = probe.home.index(k);
+    let Some(target) = slot(index) else {
+        return 1;
+    };
+    // SAFETY: a map value pointer stays valid for the program's run; other CPUs only
+    // write it through this claim or refreshes of a live flow.
+    let t = unsafe { &mut *target };
+    let seen = t.last_seen_ns;
+    let (pod, peer, pod_port) = probe.sides();
+    if t.live(now) {
+        if !t.is_with(peer, probe.peer_port, protocol, scope) {
+            probe.crowded = 1;
+        }
+        return 0;
+    }
+    // The claim: of CPUs racing for this slot, the one that exchanged the expired
+    // timestamp owns it; the others see a live one and go on (having at worst refreshed
+    // it).
+    // SAFETY: an aligned u64 in a map value.
+    let old = unsafe {
+        core::intrinsics::atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(
+            &raw mut t.last_seen_ns,
+            now,
+        )
+    };
+    if old != seen {
+        return 0;
+    }
+    // Readers match on `flags != 0`: the slot's old flow stops matching first.
+    t.flags = 0;
+    t.pod = *pod;
+    t.peer = *peer;
+    t.pod_port = pod_port;
+    t.peer_port = probe.peer_port;
+    t.port = probe.home.port(k);
+    t.protocol = protocol;
+    t.scope = scope;
+    t.tcp_state = probe.tcp_state;
+    t.flags = probe.flags;
+    mark(probe.home.index(0), k);
+    probe.index = index;
+    1
+}
+
+/// Sets bit `k` of `homed` in slot `home` (exchanged, as another CPU may set another bit:
+/// a bit lost to the race is put back at once).
+#[inline(always)]
+fn mark(home: u32, k: u32) {
+    let Some(home) = slot(home) else {
+        return;
+    };
+    let bit = 1u64 << (k & 63);
+    // SAFETY: a map value pointer stays valid for the program's run.
+    let current = unsafe { (*home).homed };
+    if current & bit != 0 {
+        return;
+    }
+    let mut want = current | bit;
+    for _ in 0..4 {
+        // SAFETY: an aligned u64 in a map value.
+        let old = unsafe {
+            core::intrinsics::atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(
+                &raw mut (*home).homed,
+                want,
+            )
+        };
+        let lost = old & !want;
+        if lost == 0 {
+            return;
+        }
+        want |= lost;
+    }
 }
 
 #[inline(always)]
 fn egress(ctx: &TcContext) -> NatReason {
     let scope = ifindex(ctx);
-    // SAFETY: a map value stays valid for the program's run; only read. Established flows
-    // never read it: copying it whole per packet was a byte-wise memmove.
+    // SAFETY: a map value stays valid for the program's run; only read.
     let Some(uplink) = (unsafe { UPLINKS.get(&scope) }) else {
         return NatReason::NoUplink;
     };
@@ -445,83 +672,63 @@ fn egress(ctx: &TcContext) -> NatReason {
         return later_fragment(ctx, flow, false);
     }
     let now = now_ns();
+    flow.now = now;
     let h = &flow.headers;
-    let key = flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
-    if let Some(entry) = MAPPINGS.get_ptr_mut(&key) {
-        // SAFETY: as in `refresh`.
+    let peer_port = flow.peer_port(flow.dst_port);
+    let Some(home) = Home::of(
+        flow,
+        &h.src,
+        flow.src_port,
+        &h.dst,
+        peer_port,
+        (uplink.port_first, uplink.port_last),
+    ) else {
+        return NatReason::DropPortsExhausted;
+    };
+    let (addr, has) = match family_of(h) {
+        Family::V4 => (&uplink.addr_v4, UPLINK_HAS_V4),
+        Family::V6 => (&uplink.addr_v6, UPLINK_HAS_V6),
+    };
+    let mut probe = Probe::new(flow, home, false, peer_port);
+    if let Some(entry) = probe.find() {
+        // SAFETY: a map value pointer stays valid for the program's run.
         let entry = unsafe { &mut *entry };
-        if entry.flags & MAPPING_REWRITE_SOURCE != 0
-            && entry.live(h.protocol, now)
-            && !reopens_closed(flow, entry)
-        {
-            refresh(entry, flow, true, now, |e| {
-                Some(flow.key(&e.addr, e.port, &h.dst, flow.dst_port))
-            });
-            // A live entry is never taken over: it holds still for this run.
-            let entry: &NatMapping = entry;
-            return match rewrite_source(ctx, flow, &entry.addr, entry.port) {
+        if entry.live(now) {
+            if entry.flags & FLOW_PASS_INBOUND != 0 {
+                // The pod answers a flow that came in to its own address: as Calico (whose
+                // masquerade applies to new outgoing connections only), leave it untouched.
+                refresh(entry, flow, true, now);
+                remember_fragment(flow, false, &h.src, FRAGMENT_PASS);
+                return NatReason::NotEligible;
+            }
+            if uplink.flags & has == 0 {
+                return NatReason::NoUplink;
+            }
+            let reason = if reopens_closed(flow, entry) {
+                // A SYN reusing a closed flow's ports starts a new flow on the same port.
+                entry.tcp_state = TCP_SYN_SEEN;
+                entry.last_seen_ns = now;
+                NatReason::NewMapping
+            } else {
+                refresh(entry, flow, true, now);
+                NatReason::Translated
+            };
+            let port = entry.port;
+            return match rewrite_source(ctx, flow, addr, port) {
                 Some(()) => {
-                    remember_fragment(flow, false, &entry.addr, FRAGMENT_REWRITE);
-                    NatReason::Translated
+                    remember_fragment(flow, false, addr, FRAGMENT_REWRITE);
+                    reason
                 }
                 None => NatReason::DropRewriteFailed,
             };
-        }
-        if entry.flags & MAPPING_PASS_INBOUND != 0 && entry.live(h.protocol, now) {
-            // The pod answers a flow that came in to its own address: as Calico (whose
-            // masquerade applies to new outgoing connections only), leave it untouched.
-            remember_fragment(flow, false, &h.src, FRAGMENT_PASS);
-            return NatReason::NotEligible;
         }
     }
     if !translates(prefix_of(&h.src), || prefix_of(&h.dst)) {
         return NatReason::NotEligible;
     }
-    let (addr, has) = match family_of(h) {
-        Family::V4 => (&uplink.addr_v4, UPLINK_HAS_V4),
-        Family::V6 => (&uplink.addr_v6, UPLINK_HAS_V6),
-    };
     if uplink.flags & has == 0 {
         return NatReason::NoUplink;
     }
-    flow.now = now;
-    // SAFETY: a map value and the scratch slot are distinct memory. Said so, the copy is
-    // inlined instead of a call to a byte-wise memmove.
-    unsafe { core::ptr::copy_nonoverlapping(addr, &mut flow.uplink_addr, 1) };
-    flow.port_first = uplink.port_first;
-    flow.port_last = uplink.port_last;
-    let port = match new_mapping(flow, &key) {
-        Ok(port) => port,
-        Err(reason) => return reason,
-    };
-    match rewrite_source(ctx, flow, &flow.uplink_addr, port) {
-        Some(()) => {
-            remember_fragment(flow, false, &flow.uplink_addr, FRAGMENT_REWRITE);
-            NatReason::NewMapping
-        }
-        None => NatReason::DropRewriteFailed,
-    }
-}
-
-/// A SYN reusing the ports of a closed TCP flow starts a new one (and a new mapping).
-#[inline(always)]
-fn reopens_closed(flow: &Flow, entry: &NatMapping) -> bool {
-    flow.kind == L4Kind::Tcp
-        && flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
-        && entry.tcp_state & (TCP_RST | NAT_TCP_FIN_INSIDE | NAT_TCP_FIN_OUTSIDE) != 0
-}
-
-/// Claims a port free for the flow's peer (its reply entry inserted with `BPF_NOEXIST`, or
-/// taking over an expired one), then records the outbound entry, keyed `outbound`.
-#[inline(never)]
-fn new_mapping(flow: &mut Flow, outbound: &ConntrackKey) -> Result<u16, NatReason> {
-    let h = &flow.headers;
-    let (addr, port_first, port_last, now) =
-        (&flow.uplink_addr, flow.port_first, flow.port_last, flow.now);
-    if port_last < port_first {
-        return Err(NatReason::DropPortsExhausted);
-    }
-    let span = u32::from(port_last - port_first) + 1;
     let tcp_state = match flow.kind {
         L4Kind::Tcp if flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN => {
             TCP_SYN_SEEN
@@ -530,65 +737,34 @@ fn new_mapping(flow: &mut Flow, outbound: &ConntrackKey) -> Result<u16, NatReaso
         L4Kind::Tcp => TCP_ESTABLISHED,
         _ => 0,
     };
-    flow.value = NatMapping {
-        last_seen_ns: now,
-        addr: h.src,
-        port: flow.src_port,
-        flags: MAPPING_REVERSE_DESTINATION,
-        tcp_state,
-        _pad: 0,
+    let port = match probe.claim(FLOW_TRANSLATED, tcp_state) {
+        Ok(port) => port,
+        Err(reason) => return reason,
     };
-    // SAFETY: no preconditions.
-    let start = unsafe { bpf_get_prandom_u32() } % span;
-    let mut claimed = None;
-    for attempt in 0..NAT_PORT_ATTEMPTS {
-        let port = port_first + ((start + attempt) % span) as u16;
-        let reply = flow.key(addr, port, &h.dst, flow.dst_port);
-        match MAPPINGS.insert(&reply, &flow.value, u64::from(BPF_NOEXIST)) {
-            Ok(()) => {
-                claimed = Some((port, reply));
-                break;
-            }
-            Err(e) if e == -EEXIST => {
-                let expired = MAPPINGS.get_ptr(&reply).is_some_and(|held| {
-                    // SAFETY: as in `refresh`; read only.
-                    !unsafe { &*held }.live(h.protocol, now)
-                });
-                if expired
-                    && MAPPINGS
-                        .insert(&reply, &flow.value, u64::from(BPF_ANY))
-                        .is_ok()
-                {
-                    claimed = Some((port, reply));
-                    break;
-                }
-            }
-            Err(_) => return Err(NatReason::DropNatTableFull),
+    match rewrite_source(ctx, flow, addr, port) {
+        Some(()) => {
+            remember_fragment(flow, false, addr, FRAGMENT_REWRITE);
+            NatReason::NewMapping
         }
+        None => NatReason::DropRewriteFailed,
     }
-    let Some((port, reply)) = claimed else {
-        return Err(NatReason::DropPortsExhausted);
-    };
-    flow.value.addr = *addr;
-    flow.value.port = port;
-    flow.value.flags = MAPPING_REWRITE_SOURCE;
-    if MAPPINGS
-        .insert(outbound, &flow.value, u64::from(BPF_ANY))
-        .is_err()
-    {
-        let _ = MAPPINGS.remove(&reply);
-        return Err(NatReason::DropNatTableFull);
-    }
-    Ok(port)
+}
+
+/// A SYN reusing the ports of a closed TCP flow starts a new one.
+#[inline(always)]
+fn reopens_closed(flow: &Flow, entry: &NatFlow) -> bool {
+    flow.kind == L4Kind::Tcp
+        && flow.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+        && entry.tcp_state & (TCP_RST | NAT_TCP_FIN_INSIDE | NAT_TCP_FIN_OUTSIDE) != 0
 }
 
 #[inline(always)]
 fn ingress(ctx: &TcContext) -> NatReason {
     let scope = ifindex(ctx);
-    // SAFETY: only whether it exists matters.
-    if unsafe { UPLINKS.get(&scope) }.is_none() {
+    // SAFETY: a map value stays valid for the program's run; only read.
+    let Some(uplink) = (unsafe { UPLINKS.get(&scope) }) else {
         return NatReason::NoUplink;
-    }
+    };
     let Some(flow) = SCRATCH.get_ptr_mut(0) else {
         return NatReason::Untranslatable;
     };
@@ -598,44 +774,95 @@ fn ingress(ctx: &TcContext) -> NatReason {
         return NatReason::Untranslatable;
     }
     flow.scope = scope;
+    flow.now = now_ns();
     match flow.kind {
-        L4Kind::IcmpError => icmp_error(ctx, flow, scope),
+        L4Kind::IcmpError => icmp_error(ctx, flow, uplink),
         L4Kind::Fragment => later_fragment(ctx, flow, true),
-        _ => reverse(ctx, flow),
+        _ => reverse(ctx, flow, uplink),
     }
 }
 
-/// A reply of a translated flow goes back to the pod.
+/// The uplink's address of the packet's family, if it has one.
+#[inline(always)]
+fn node_address<'a>(uplink: &'a NatUplink, headers: &IpHeaders) -> Option<&'a [u8; 16]> {
+    match family_of(headers) {
+        Family::V4 if uplink.flags & UPLINK_HAS_V4 != 0 => Some(&uplink.addr_v4),
+        Family::V6 if uplink.flags & UPLINK_HAS_V6 != 0 => Some(&uplink.addr_v6),
+        _ => None,
+    }
+}
+
+/// The translated flow whose packet left as `node:port → peer:peer_port`, live.
+#[inline(always)]
+fn translated_flow(
+    flow: &Flow,
+    protocol: u8,
+    peer: &[u8; 16],
+    peer_port: u16,
+    port: u16,
+) -> Option<*mut NatFlow> {
+    let found = slot(slot_of(
+        peer_hash(peer, peer_port, protocol, flow.scope),
+        port,
+    ))?;
+    // SAFETY: a map value pointer stays valid for the program's run; read only.
+    let f = unsafe { &*found };
+    (f.flags & FLOW_TRANSLATED != 0
+        && f.port == port
+        && f.is_with(peer, peer_port, protocol, flow.scope)
+        && f.live(flow.now))
+    .then_some(found)
+}
+
+/// A reply of a translated flow goes back to the pod; a packet to a pod's own address is
+/// recorded so the pod's answers pass untranslated.
 #[inline(never)]
-fn reverse(ctx: &TcContext, flow: &Flow) -> NatReason {
+fn reverse(ctx: &TcContext, flow: &Flow, uplink: &NatUplink) -> NatReason {
     let h = &flow.headers;
-    let key = flow.key(&h.src, flow.src_port, &h.dst, flow.dst_port);
-    let now = now_ns();
-    let Some(entry) = MAPPINGS.get_ptr_mut(&key) else {
-        remember_inbound(flow, &key, now);
+    let now = flow.now;
+    let peer_port = flow.peer_port(flow.src_port);
+    if node_address(uplink, h).is_some_and(|node| *node == h.dst) {
+        let Some(entry) = translated_flow(flow, h.protocol, &h.src, peer_port, flow.dst_port)
+        else {
+            return NatReason::NotEligible;
+        };
+        // SAFETY: a map value pointer stays valid for the program's run.
+        let entry = unsafe { &mut *entry };
+        refresh(entry, flow, false, now);
+        // A live flow holds still for this run: its slot is never claimed.
+        let entry: &NatFlow = entry;
+        return match rewrite_destination(ctx, flow, &entry.pod, entry.pod_port) {
+            Some(()) => {
+                remember_fragment(flow, true, &entry.pod, FRAGMENT_REWRITE);
+                NatReason::Reversed
+            }
+            None => NatReason::DropRewriteFailed,
+        };
+    }
+    let Some(home) = Home::of(
+        flow,
+        &h.dst,
+        flow.dst_port,
+        &h.src,
+        peer_port,
+        (uplink.port_first, uplink.port_last),
+    ) else {
         return NatReason::NotEligible;
     };
-    // SAFETY: as in `refresh`.
-    let entry = unsafe { &mut *entry };
-    if entry.flags & MAPPING_PASS_INBOUND != 0 {
-        refresh(entry, flow, false, now, |_| None);
-        return NatReason::NotEligible;
-    }
-    if entry.flags & MAPPING_REVERSE_DESTINATION == 0 || !entry.live(h.protocol, now) {
-        return NatReason::NotEligible;
-    }
-    refresh(entry, flow, false, now, |e| {
-        Some(flow.key(&e.addr, e.port, &h.src, flow.src_port))
-    });
-    // As on egress: a live entry holds still for this run.
-    let entry: &NatMapping = entry;
-    match rewrite_destination(ctx, flow, &entry.addr, entry.port) {
-        Some(()) => {
-            remember_fragment(flow, true, &entry.addr, FRAGMENT_REWRITE);
-            NatReason::Reversed
+    let mut probe = Probe::new(flow, home, true, peer_port);
+    match probe.find() {
+        Some(entry) => {
+            // SAFETY: a map value pointer stays valid for the program's run.
+            let entry = unsafe { &mut *entry };
+            if entry.flags & FLOW_PASS_INBOUND != 0 && entry.live(now) {
+                refresh(entry, flow, false, now);
+            } else if !entry.live(now) {
+                remember_inbound(flow, &mut probe);
+            }
         }
-        None => NatReason::DropRewriteFailed,
+        None => remember_inbound(flow, &mut probe),
     }
+    NatReason::NotEligible
 }
 
 /// The fragment-table key of the packet's datagram as it crossed the uplink.
@@ -720,23 +947,15 @@ fn later_fragment(ctx: &TcContext, flow: &Flow, ingress: bool) -> NatReason {
 /// A new flow coming in to a natOutgoing pod's own address (from a remote cluster, say):
 /// recorded so the pod's answers leave untranslated.
 #[inline(never)]
-fn remember_inbound(flow: &Flow, key: &ConntrackKey, now: u64) {
-    let to_nat_pool =
-        prefix_of(&flow.headers.dst).is_some_and(|p| p.flags & PREFIX_NAT_OUTGOING != 0);
+fn remember_inbound(flow: &Flow, probe: &mut Probe) {
+    let h = &flow.headers;
+    let to_nat_pool = prefix_of(&h.dst).is_some_and(|p| p.flags & PREFIX_NAT_OUTGOING != 0);
     if !to_nat_pool {
         return;
     }
-    let value = NatMapping {
-        last_seen_ns: now,
-        addr: [0; 16],
-        port: 0,
-        flags: MAPPING_PASS_INBOUND,
-        tcp_state: TCP_SYN_SEEN,
-        _pad: 0,
-    };
-    // A full table leaves the flow unrecorded: its answers are then translated, which the
+    // No free slot leaves the flow unrecorded: its answers are then translated, which the
     // peer drops as it would any stray packet; nothing existing is harmed.
-    let _ = MAPPINGS.insert(key, &value, u64::from(BPF_NOEXIST));
+    let _ = probe.claim(FLOW_PASS_INBOUND, TCP_SYN_SEEN);
 }
 
 /// Offset of the source (`dst == false`) or destination address.
@@ -959,24 +1178,28 @@ fn csum_diff_16(old: &[u8; 16], new: &[u8; 16]) -> u64 {
 /// left as `node:n → peer:q`), the error goes to the pod and its quote shows the packet as
 /// the pod sent it (`pod:p → peer:q`), every checksum fixed, the quoted ones included.
 #[inline(never)]
-fn icmp_error(ctx: &TcContext, flow: &mut Flow, scope: u32) -> NatReason {
+fn icmp_error(ctx: &TcContext, flow: &mut Flow, uplink: &NatUplink) -> NatReason {
     if read_quote(ctx, flow).is_none() {
         return NatReason::Untranslatable;
     }
-    let q = &mut flow.quote;
-    let key = key_of(
-        &q.src, q.src_port, &q.dst, q.dst_port, q.kind, q.protocol, scope,
-    );
-    let Some(entry) = MAPPINGS.get_ptr(&key) else {
+    let q = &flow.quote;
+    // The quote is a packet the node sent: `node:port → peer:peer_port`.
+    if !node_address(uplink, &flow.headers).is_some_and(|node| *node == q.src) {
+        return NatReason::NotEligible;
+    }
+    let peer_port = if q.kind == L4Kind::Echo {
+        0
+    } else {
+        q.dst_port
+    };
+    let Some(entry) = translated_flow(flow, q.protocol, &q.dst, peer_port, q.src_port) else {
         return NatReason::NotEligible;
     };
     // SAFETY: a map value pointer stays valid for the program's run; read only.
     let entry = unsafe { &*entry };
-    if entry.flags & MAPPING_REVERSE_DESTINATION == 0 || !entry.live(q.protocol, now_ns()) {
-        return NatReason::NotEligible;
-    }
-    q.pod = entry.addr;
-    q.pod_port = entry.port;
+    let q = &mut flow.quote;
+    q.pod = entry.pod;
+    q.pod_port = entry.pod_port;
     q.outer_check = flow.l4 + 2;
     // The error's own destination: the node becomes the pod.
     let family = family_of(&flow.headers);

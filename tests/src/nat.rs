@@ -1,13 +1,15 @@
 //! The NAT programs set up for BPF_PROG_TEST_RUN, shared by the T1 tests and the NAT
 //! benchmark: test pools (natOutgoing, plain, disabled), the loopback as an uplink, and
-//! helpers to run a frame, read the counters, fill the tables and sweep the mappings.
+//! helpers to run a frame, read the counters, fill the tables and count the live flows.
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, MapError, lpm_trie::Key, lpm_trie::LpmTrie};
+use aya::maps::{
+    Array as BpfArray, HashMap as BpfHashMap, MapData, lpm_trie::Key, lpm_trie::LpmTrie,
+};
 use aya::programs::{TestRun as _, TestRunOptions};
 use fedwall::dataplane::nat::NatState;
 use fedwall::dataplane::{
@@ -18,7 +20,7 @@ use fedwall_common::conntrack::{
     CONNTRACK_MAP, CT_NO_RULE, ConntrackKey, ConntrackValue, TIMEOUT_UDP_NS,
 };
 use fedwall_common::nat::{
-    MAPPING_REVERSE_DESTINATION, NAT_MAPPINGS_MAP, NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NatMapping,
+    FLOW_TRANSLATED, NAT_FLOW_SLOTS, NAT_FLOWS_MAP, NAT_PREFIXES_MAP, NAT_UPLINKS_MAP, NatFlow,
     NatPrefix, NatReason, NatUplink, PREFIX_NODE_ADDRESS, UPLINK_HAS_V4, UPLINK_HAS_V6,
 };
 use fedwall_common::net::{ip_proto, v4_mapped};
@@ -221,7 +223,7 @@ pub fn start_nat(pin_root: &Path, uplink: &str) -> Result<KernelDataplane, Datap
     Ok(dataplane)
 }
 
-/// The scope of the filler entries [`Nat::fill_conntrack`] and [`Nat::fill_mappings`]
+/// The scope of the filler entries [`Nat::fill_conntrack`] and [`Nat::fill_flows`]
 /// write: no interface, so no packet ever finds them.
 const FILLER_SCOPE: u32 = 0xfff0;
 
@@ -249,11 +251,11 @@ pub fn kernel_now_ns() -> u64 {
 }
 
 impl Nat {
-    /// Runs the agent's sweep of expired mappings: how many live ones remain.
-    pub fn sweep(&mut self) -> u32 {
+    /// Runs the agent's count of the live flows.
+    pub fn live_flows(&mut self) -> u32 {
         self.programs
-            .sweep_nat_mappings()
-            .unwrap_or_else(|e| panic!("sweep the NAT mappings: {e:?}"))
+            .count_nat_flows()
+            .unwrap_or_else(|e| panic!("count the NAT flows: {e:?}"))
     }
 
     /// Writes `count` live flows that are not NAT's into the policy's conntrack table.
@@ -274,52 +276,58 @@ impl Nat {
         }
     }
 
-    /// Fills the mapping table with live mappings of no flow until it refuses more: how
-    /// many it took.
-    pub fn fill_mappings(&mut self) -> u32 {
-        let mut table = self.mappings();
-        let value = NatMapping {
-            last_seen_ns: kernel_now_ns(),
-            flags: MAPPING_REVERSE_DESTINATION,
-            ..NatMapping::default()
-        };
-        let mut n = 0;
-        loop {
-            match table.insert(&filler_key(n), &value, 0) {
-                Ok(()) => n += 1,
-                Err(MapError::SyscallError(e))
-                    if e.io_error.raw_os_error() == Some(libc::E2BIG) =>
-                {
-                    return n;
-                }
-                Err(e) => panic!("mapping filler {n}: {e}"),
+    /// Fills every slot of the flow table that holds no live flow with a live flow of no
+    /// interface: how many it wrote.
+    pub fn fill_flows(&mut self) -> u32 {
+        self.rewrite_slots(|flow, now| {
+            (!flow.live(now)).then(|| NatFlow {
+                last_seen_ns: now,
+                flags: FLOW_TRANSLATED,
+                protocol: ip_proto::UDP,
+                scope: FILLER_SCOPE,
+                homed: flow.homed,
+                ..NatFlow::default()
+            })
+        })
+    }
+
+    /// Makes the flows [`Nat::fill_flows`] wrote idle for longer than their timeout.
+    pub fn expire_filled_flows(&mut self) -> u32 {
+        self.expire_flows(|flow| flow.scope == FILLER_SCOPE)
+    }
+
+    /// Makes the flows `which` picks idle for longer than their timeout: how many.
+    pub fn expire_flows(&mut self, which: impl Fn(&NatFlow) -> bool) -> u32 {
+        self.rewrite_slots(|flow, now| {
+            which(flow).then(|| NatFlow {
+                last_seen_ns: now.saturating_sub(2 * TIMEOUT_UDP_NS),
+                ..*flow
+            })
+        })
+    }
+
+    /// Writes `rewrite(slot, now)` into each slot it returns one for: how many.
+    fn rewrite_slots(&mut self, rewrite: impl Fn(&NatFlow, u64) -> Option<NatFlow>) -> u32 {
+        let mut table = self.flows();
+        let now = kernel_now_ns();
+        let mut written = 0;
+        for index in 0..NAT_FLOW_SLOTS {
+            let flow = table
+                .get(&index, 0)
+                .unwrap_or_else(|e| panic!("flow slot {index}: {e}"));
+            if let Some(new) = rewrite(&flow, now) {
+                table
+                    .set(index, &new, 0)
+                    .unwrap_or_else(|e| panic!("write flow slot {index}: {e}"));
+                written += 1;
             }
         }
+        written
     }
 
-    /// Makes the `count` mappings [`Nat::fill_mappings`] wrote idle for longer than their
-    /// timeout.
-    pub fn expire_filled_mappings(&mut self, count: u32) {
-        let mut table = self.mappings();
-        let value = NatMapping {
-            last_seen_ns: kernel_now_ns().saturating_sub(2 * TIMEOUT_UDP_NS),
-            flags: MAPPING_REVERSE_DESTINATION,
-            ..NatMapping::default()
-        };
-        for n in 0..count {
-            table
-                .insert(&filler_key(n), &value, 0)
-                .unwrap_or_else(|e| panic!("expire mapping filler {n}: {e}"));
-        }
-    }
-
-    /// The mapping table.
-    pub fn mappings(&mut self) -> BpfHashMap<&mut MapData, ConntrackKey, NatMapping> {
-        BpfHashMap::try_from(
-            self.programs
-                .map_mut(NAT_MAPPINGS_MAP)
-                .expect("mapping map"),
-        )
-        .expect("mapping map type")
+    /// The flow table.
+    pub fn flows(&mut self) -> BpfArray<&mut MapData, NatFlow> {
+        BpfArray::try_from(self.programs.map_mut(NAT_FLOWS_MAP).expect("flow map"))
+            .expect("flow map type")
     }
 }

@@ -3,7 +3,7 @@
 //! ICMP errors about the flow come back as the pod sent it, checked byte for byte (so every
 //! checksum, the quoted ones included, is the one a fresh packet would have). Packets to a
 //! pool (enabled or disabled) or to the node, and packets from outside natOutgoing pools,
-//! pass untouched. A peer whose ports are all taken, or a full mapping table, loses the new
+//! pass untouched. A peer whose ports are all taken, or a full flow table, loses the new
 //! flow, not the old ones; a full conntrack table costs NAT nothing. Later fragments follow
 //! their first one, and ICMPv6 errors are translated behind the quote's extension headers.
 
@@ -11,9 +11,9 @@ use std::net::IpAddr;
 
 use fedwall::dataplane::TcProgram;
 use fedwall_common::conntrack::CONNTRACK_ENTRIES;
-use fedwall_common::nat::{NAT_MAPPING_ENTRIES, NAT_PORT_FIRST, NAT_PORT_LAST, NatReason};
+use fedwall_common::nat::{NAT_FLOW_SLOTS, NAT_PORT_FIRST, NAT_PORT_LAST, NatReason};
 use fedwall_tests::{
-    nat::{Addrs, Nat, TC_ACT_SHOT, addrs, nat},
+    nat::{Addrs, Nat, TC_ACT_SHOT, addrs, bytes_of, nat},
     packet::{IcmpError, IpFamily, Ipv6ExtHeader, Packet, ParsedPacket, TcpFlags},
     require_root,
 };
@@ -262,11 +262,27 @@ fn a_peer_out_of_ports_loses_the_new_flow_and_keeps_the_old_ones() {
         // Another peer has all its ports free.
         let elsewhere = Proto::Udp.packet(a.third_pod, 5000, a.internet, 54).build();
         nat.egress(&elsewhere, "other peer port");
+        // The first flow expires: the third flow gets its port, and the second keeps its
+        // own, whichever of the two was its home's first port.
+        let pod = bytes_of(a.pod);
+        assert_eq!(nat.expire_flows(|f| f.pod == pod && f.pod_port == 5000), 1);
+        let third = nat.egress(&flow(a.third_pod), "third, after the first expired");
+        assert_eq!(source_port(&third), source_port(&first), "{family:?}");
+        assert_eq!(nat.egress(&flow(a.other_pod), "second, after"), second);
+        let back = Proto::Udp
+            .packet(a.internet, 53, a.node, source_port(&second))
+            .build();
+        let reply = nat.ingress(&back, "the second's reply");
+        assert_eq!(
+            ParsedPacket::parse(&reply).expect("reply").dst,
+            a.other_pod,
+            "{family:?}: the second's reply reaches its pod"
+        );
     }
 }
 
 #[test]
-fn a_full_conntrack_table_leaves_mappings_alone_and_a_full_mapping_table_drops_new_flows() {
+fn a_full_conntrack_table_leaves_nat_flows_alone_and_a_full_flow_table_drops_new_flows() {
     require_root!();
     let mut nat = nat(NAT_PORT_FIRST..=NAT_PORT_LAST);
     let a = addrs(IpFamily::V4);
@@ -285,10 +301,13 @@ fn a_full_conntrack_table_leaves_mappings_alone_and_a_full_mapping_table_drops_n
     );
     assert_eq!(nat.ingress(&reply, "reply after conntrack filled"), back);
 
-    // A mapping table full of live mappings refuses the new flow, counted, and keeps the
-    // old one.
-    let filled = nat.fill_mappings();
-    assert!(filled > 0, "the table had room before");
+    // A flow table full of live flows refuses the new flow, counted, and keeps the old one.
+    let filled = nat.fill_flows();
+    assert_eq!(
+        filled,
+        NAT_FLOW_SLOTS - 1,
+        "every slot but the flow's was free"
+    );
     let before = nat.count(NatReason::DropNatTableFull);
     let (verdict, _) = nat.run(TcProgram::NatEgress, &flow(5001));
     assert_eq!(verdict, TC_ACT_SHOT, "a new flow with the table full");
@@ -296,16 +315,17 @@ fn a_full_conntrack_table_leaves_mappings_alone_and_a_full_mapping_table_drops_n
     assert_eq!(nat.egress(&flow(5000), "with the table full"), translated);
     assert_eq!(nat.ingress(&reply, "reply with the table full"), back);
     assert_eq!(
-        nat.sweep(),
-        NAT_MAPPING_ENTRIES,
-        "the sweep keeps live mappings"
+        nat.live_flows(),
+        NAT_FLOW_SLOTS,
+        "every slot holds a live flow"
     );
 
-    // Once they are expired, the agent's sweep makes room (and still keeps the live one).
-    nat.expire_filled_mappings(filled);
-    assert_eq!(nat.sweep(), 2, "only the flow's two entries are live");
-    nat.egress(&flow(5001), "a new flow after the sweep");
-    assert_eq!(nat.egress(&flow(5000), "after the sweep"), translated);
+    // Once they are expired, their slots are free for new flows (and the live one stays).
+    assert_eq!(nat.expire_filled_flows(), filled);
+    assert_eq!(nat.live_flows(), 1, "only the flow is live");
+    nat.egress(&flow(5001), "a new flow in an expired slot");
+    assert_eq!(nat.egress(&flow(5000), "after"), translated);
+    assert_eq!(nat.ingress(&reply, "its reply after"), back);
 }
 
 #[test]

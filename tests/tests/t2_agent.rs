@@ -335,13 +335,13 @@ fn nat_follows_a_new_uplink_address() {
             seen_source: fedwall_tests::site::NODE_ADDR
         }
     );
-    // The agent's sweep (a thread of its own, once a second) reports the flow's two
-    // entries, outbound and reply, as the mapping table's use.
-    eventually("the NAT mappings in /metrics", || {
-        site.metric(r#"fedwall_map_entries{map="fw_nat_mappings_v1"}"#)
+    // The agent's count (a thread of its own, once a second) reports the flow's slot as
+    // the flow table's use.
+    eventually("the NAT flows in /metrics", || {
+        site.metric(r#"fedwall_map_entries{map="fw_nat_flows_v1"}"#)
             .ok()
             .flatten()
-            .is_some_and(|used| used >= 2.0)
+            .is_some_and(|used| used >= 1.0)
     });
     // Renumber the uplink, as a new DHCP lease would.
     for argv in [

@@ -1,8 +1,9 @@
 //! NAT-outgoing in the kernel dataplane: IP pools and the node's addresses go into the NAT
 //! prefix trie, each uplink (address per family, port range) into the uplink map, and the
-//! NAT programs onto the uplinks with pinned TCX links, so translation and its mappings
-//! (in their pinned table) outlive the agent. The mapping table is not an LRU: the agent
-//! sweeps its expired entries (`fw_nat_sweep`) once a second on a thread of its own.
+//! NAT programs onto the uplinks with pinned TCX links, so translation and its flows (in
+//! their pinned table) outlive the agent. Expired flows need no removal (a new flow reuses
+//! their slot); the agent counts the live ones (`fw_nat_sweep`) once a second on a thread
+//! of its own, for its metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
@@ -21,7 +22,7 @@ use aya::maps::{
 use aya::programs::ProgramFd;
 use aya::programs::links::FdLink;
 use fedwall_common::nat::{
-    NAT_FRAGMENTS_MAP, NAT_MAPPING_ENTRIES, NAT_MAPPINGS_MAP, NAT_PORT_FIRST, NAT_PORT_LAST,
+    NAT_FLOW_SLOTS, NAT_FLOWS_MAP, NAT_FRAGMENTS_MAP, NAT_PORT_FIRST, NAT_PORT_LAST,
     NAT_PREFIX_ENTRIES, NAT_PREFIXES_MAP, NAT_STATS_MAP, NAT_UPLINKS_MAP, NatPrefix, NatReason,
     NatUplink, PREFIX_DISABLED, PREFIX_NAT_OUTGOING, PREFIX_NODE_ADDRESS, PREFIX_POOL,
     UPLINK_HAS_V4, UPLINK_HAS_V6,
@@ -32,7 +33,7 @@ use ipnet::IpNet;
 use super::attach::PinnedAttachError;
 use super::kernel::ipsets::{Prefix, addr_bytes};
 use super::kernel::{is_full, is_missing, remove_pin, sum};
-use super::programs::sweep_nat_mappings;
+use super::programs::count_nat_flows;
 use super::{DataplaneError, KernelPrograms, MapUsage, NatPool, TcProgram, netlink};
 
 /// The NAT maps, for the stale-pin sweep.
@@ -40,7 +41,7 @@ pub const NAT_MAPS: [&str; 5] = [
     NAT_PREFIXES_MAP,
     NAT_UPLINKS_MAP,
     NAT_STATS_MAP,
-    NAT_MAPPINGS_MAP,
+    NAT_FLOWS_MAP,
     NAT_FRAGMENTS_MAP,
 ];
 /// Prefix of NAT link pins (under the pin root's `links/`): `fw_nat_v1_<ifindex>_<dir>`.
@@ -232,20 +233,20 @@ pub struct NatState {
     adopted: BTreeSet<IpNet>,
     /// The flags last written per prefix.
     written: BTreeMap<IpNet, u32>,
-    /// Sweeps the mapping table on a thread of its own, once started.
+    /// Counts the live flows on a thread of its own, once started.
     sweeper: Option<NatSweeper>,
 }
 
-/// How often the mapping table is swept.
+/// How often the live flows are counted.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Sweeps the expired NAT mappings once per [`SWEEP_INTERVAL`] on a thread of its own:
-/// with 100,000 live mappings a sweep takes 10–20 ms, which on the main loop would hold
-/// up any update that arrived meanwhile (a relabel is to reach the kernel within 10 ms).
-/// Dropping it stops the thread.
+/// Counts the live NAT flows once per [`SWEEP_INTERVAL`] on a thread of its own: a count
+/// visits every slot of the table (milliseconds), which on the main loop would hold up any
+/// update that arrived meanwhile (a relabel is to reach the kernel within 10 ms). Dropping
+/// it stops the thread.
 #[derive(Debug)]
 struct NatSweeper {
-    /// Live mappings the last sweep left.
+    /// Live flows at the last count.
     live: Arc<AtomicU32>,
     /// Dropped to stop the thread, which waits on it between sweeps.
     stop: Option<mpsc::Sender<()>>,
@@ -263,16 +264,16 @@ impl NatSweeper {
                 move || {
                     let mut failing = false;
                     loop {
-                        match sweep_nat_mappings(program.as_fd()) {
+                        match count_nat_flows(program.as_fd()) {
                             Ok(count) => {
                                 live.store(count, Ordering::Relaxed);
                                 if std::mem::take(&mut failing) {
-                                    tracing::info!("sweeping the NAT mappings again");
+                                    tracing::info!("counting the NAT flows again");
                                 }
                             }
                             Err(error) if !failing => {
                                 failing = true;
-                                tracing::warn!(%error, "cannot sweep the NAT mappings (BPF_PROG_TEST_RUN of fw_nat_sweep); expired mappings keep their room until a sweep works");
+                                tracing::warn!(%error, "cannot count the NAT flows (BPF_PROG_TEST_RUN of fw_nat_sweep); the fw_nat_flows_v1 usage metric stays at its last value");
                             }
                             Err(_) => {}
                         }
@@ -486,8 +487,7 @@ impl NatState {
         Ok(())
     }
 
-    /// Has the expired mappings removed (the table does not evict: see
-    /// `fedwall_common::nat`): starts the thread that sweeps, once.
+    /// Has the live flows counted for the metrics: starts the thread that counts, once.
     pub fn expire(&mut self, programs: &mut KernelPrograms) -> Result<(), DataplaneError> {
         if self.sweeper.is_none() {
             let program = programs.nat_sweep_fd()?;
@@ -498,16 +498,16 @@ impl NatState {
         Ok(())
     }
 
-    /// The mapping table's use as the last sweep found it.
+    /// The flow table's use as the last count found it.
     pub fn mapping_usage(&self) -> MapUsage {
         let live = self
             .sweeper
             .as_ref()
             .map_or(0, |sweeper| sweeper.live.load(Ordering::Relaxed));
         MapUsage {
-            map: NAT_MAPPINGS_MAP,
+            map: NAT_FLOWS_MAP,
             used: u64::from(live),
-            capacity: u64::from(NAT_MAPPING_ENTRIES),
+            capacity: u64::from(NAT_FLOW_SLOTS),
         }
     }
 

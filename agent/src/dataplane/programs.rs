@@ -132,11 +132,10 @@ impl KernelPrograms {
         classifier(&mut self.ebpf, program.name())
     }
 
-    /// Removes the expired NAT mappings (in the kernel, one pass over the table) and
-    /// returns how many live ones remain.
-    pub fn sweep_nat_mappings(&mut self) -> Result<u32, DataplaneError> {
+    /// How many NAT flows are live (in the kernel, one pass over the table).
+    pub fn count_nat_flows(&mut self) -> Result<u32, DataplaneError> {
         let program = self.nat_sweep_fd()?;
-        sweep_nat_mappings(program.as_fd()).map_err(|source| DataplaneError::Run {
+        count_nat_flows(program.as_fd()).map_err(|source| DataplaneError::Run {
             program: NAT_SWEEP_PROGRAM,
             source: source.into(),
         })
@@ -178,10 +177,10 @@ impl KernelPrograms {
     }
 }
 
-/// Runs the NAT sweep program once (BPF_PROG_TEST_RUN) and returns how many live mappings
-/// it left. Through the descriptor rather than aya's program object, so that a thread of
-/// its own can sweep while the main loop keeps the object.
-pub fn sweep_nat_mappings(program: BorrowedFd<'_>) -> std::io::Result<u32> {
+/// Runs the NAT sweep program once (BPF_PROG_TEST_RUN): how many NAT flows are live.
+/// Through the descriptor rather than aya's program object, so that a thread of its own
+/// can count while the main loop keeps the object.
+pub fn count_nat_flows(program: BorrowedFd<'_>) -> std::io::Result<u32> {
     /// The `test` member of the kernel's `union bpf_attr` (include/uapi/linux/bpf.h), up
     /// to `batch_size`; `_pad` makes the size a multiple of its alignment with zeroes, as
     /// the kernel requires of every byte past the fields it knows.

@@ -1,7 +1,7 @@
 //! `fedwall-bench-nat`: NAT-outgoing's cost per packet through BPF_PROG_TEST_RUN in a
 //! private namespace and bpffs — an established flow's translation against the conntrack
 //! lookup alone, a new mapping, how many concurrent mappings the table holds, and what the
-//! agent's sweep of the mapping table costs with them all in it. Prints
+//! agent's count of the live flows costs with them all in it. Prints
 //! `BENCH <name> <value> <unit>` lines, then a table. Run it through `cargo xtask bench nat`
 //! (release build, root).
 
@@ -9,11 +9,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use aya::maps::HashMap as BpfHashMap;
 use fedwall::dataplane::TcProgram;
-use fedwall_common::conntrack::ConntrackKey;
 use fedwall_common::nat::{
-    MAPPING_REWRITE_SOURCE, NAT_MAPPINGS_MAP, NAT_PORT_FIRST, NAT_PORT_LAST, NatMapping, NatReason,
+    FLOW_TRANSLATED, NAT_PORT_FIRST, NAT_PORT_LAST, NatFlow, NatReason, peer_hash, port_offset,
+    slot_of,
 };
 use fedwall_common::net::ip_proto::UDP;
 use fedwall_tests::{
@@ -151,21 +150,28 @@ fn bench() -> anyhow::Result<Vec<Row>> {
         &mut rows,
         ("nat_established_egress", established, "ns", "<= 2 x lookup"),
     );
-    // The same path warm: a mapping onto itself (the pod's own address and port) leaves
-    // the frame as it was, so a repeated run stays on it. A lower bound: with the port
-    // unchanged, its checksum helper is skipped.
-    let (pod_addr, peer_addr) = (bytes_of(a.pod), bytes_of(a.internet));
-    let onto_itself = ConntrackKey::new(&pod_addr, 7000, &peer_addr, 53, UDP, TEST_RUN_IFINDEX).0;
-    let mapping = NatMapping {
+    // The same path warm: a mapping onto itself (a flow whose "pod" side is the node's
+    // address and the port it keeps) leaves the frame as it was, so a repeated run stays on
+    // it. A lower bound: with the port unchanged, its checksum helper is skipped.
+    let (pod_addr, peer_addr) = (bytes_of(a.node), bytes_of(a.internet));
+    let hash = peer_hash(&peer_addr, 53, UDP, TEST_RUN_IFINDEX);
+    let span = u32::from(NAT_PORT_LAST - NAT_PORT_FIRST) + 1;
+    let home = NAT_PORT_FIRST + (port_offset(&pod_addr, 7000, hash) % span) as u16;
+    let onto_itself = NatFlow {
         last_seen_ns: kernel_now_ns(),
-        addr: pod_addr,
+        homed: 1,
+        pod: pod_addr,
+        peer: peer_addr,
+        pod_port: 7000,
+        peer_port: 53,
         port: 7000,
-        flags: MAPPING_REWRITE_SOURCE,
-        ..NatMapping::default()
+        protocol: UDP,
+        flags: FLOW_TRANSLATED,
+        scope: TEST_RUN_IFINDEX,
+        ..NatFlow::default()
     };
-    BpfHashMap::<_, ConntrackKey, NatMapping>::try_from(nat.programs.map_mut(NAT_MAPPINGS_MAP)?)?
-        .insert(&onto_itself, &mapping, 0)?;
-    let unchanged = Packet::ip(a.pod, a.internet)
+    nat.flows().set(slot_of(hash, home), &onto_itself, 0)?;
+    let unchanged = Packet::ip(a.node, a.internet)
         .udp(7000, 53)
         .payload([0u8; 18])
         .build();
@@ -237,35 +243,33 @@ fn bench() -> anyhow::Result<Vec<Row>> {
         ("nat_new_mapping", ns(new) - overhead, "ns", "<= 500 ns"),
     );
 
-    // Every mapping still there: count the outbound entries.
-    let map = nat.programs.map(NAT_MAPPINGS_MAP)?;
-    let table = BpfHashMap::<_, ConntrackKey, NatMapping>::try_from(map)?;
-    let held = table
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, value)| value.flags & MAPPING_REWRITE_SOURCE != 0)
-        .count();
-    emit(
-        &mut rows,
-        ("nat_mappings_held", held as f64, "mappings", ">= 100000"),
-    );
-
-    // The agent's sweep, once per tick, with all of them live (nothing to remove: the
-    // whole table is visited all the same).
+    // Every mapping still there, and what the agent's count of them costs (it visits the
+    // whole table), once per second on a thread of its own.
     let mut best = Duration::MAX;
+    let mut held = 0;
     for _ in 0..5 {
         let started = Instant::now();
-        let live = nat.programs.sweep_nat_mappings()?;
+        held = nat.live_flows();
         best = best.min(started.elapsed());
-        ensure!(
-            live as usize >= 2 * held,
-            "the sweep left {live} entries of {held} mappings"
-        );
     }
+    // The new mappings, and the inbound, established and warm flows before them.
+    ensure!(
+        held == MAPPINGS + 3,
+        "{held} live flows after {MAPPINGS} new mappings and 3 flows before them"
+    );
     emit(
         &mut rows,
         (
-            "nat_sweep_full_table_us",
+            "nat_mappings_held",
+            f64::from(MAPPINGS),
+            "mappings",
+            ">= 100000",
+        ),
+    );
+    emit(
+        &mut rows,
+        (
+            "nat_count_live_flows_us",
             best.as_secs_f64() * 1e6,
             "us",
             "(once per second, in the agent)",

@@ -984,7 +984,7 @@ impl Dataplane for KernelDataplane {
 
     fn expire(&mut self) {
         if let Err(error) = self.nat.expire(&mut self.programs) {
-            tracing::warn!(error = %crate::error_chain(&error), "cannot sweep the NAT mappings");
+            tracing::warn!(error = %crate::error_chain(&error), "cannot start counting the NAT flows");
         }
     }
 
