@@ -157,17 +157,11 @@ impl NatFlow {
         self.last_seen_ns != 0
             && now.saturating_sub(self.last_seen_ns) <= timeout_ns(self.protocol, self.tcp_state)
     }
-
-    /// Whether the slot holds the flow of `peer:peer_port` over `protocol` on uplink `scope`
-    /// (its pod side is checked by the caller, or not at all for a reply).
-    #[inline(always)]
-    pub fn is_with(&self, peer: &[u8; 16], peer_port: u16, protocol: u8, scope: u32) -> bool {
-        self.peer_port == peer_port
-            && self.protocol == protocol
-            && self.scope == scope
-            && self.peer == *peer
-    }
 }
+
+// The kernel reads and writes the addresses as 8-byte words (see [`AddrWords`]).
+const _: () = assert!(core::mem::offset_of!(NatFlow, pod) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(NatFlow, peer) % 8 == 0);
 
 /// The flow's packets are translated: source to the uplink's address and `port` on the
 /// way out, destination back to `pod:pod_port` on the way in.
@@ -184,26 +178,48 @@ const fn mix(h: u32, word: u32) -> u32 {
     h ^ (h >> 15)
 }
 
+/// An address as two 8-byte little-endian words: how the slot hashes read it (the kernel
+/// with two aligned loads, where bytes would cost sixteen).
+pub type AddrWords = [u64; 2];
+
+/// `addr`'s words, from its bytes.
 #[inline(always)]
-fn mix_addr(h: u32, addr: &[u8; 16]) -> u32 {
-    let word = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    mix(mix(mix(mix(h, word(0)), word(4)), word(8)), word(12))
+pub fn addr_words(addr: &[u8; 16]) -> AddrWords {
+    let word = |i: usize| {
+        u64::from_le_bytes([
+            addr[i],
+            addr[i + 1],
+            addr[i + 2],
+            addr[i + 3],
+            addr[i + 4],
+            addr[i + 5],
+            addr[i + 6],
+            addr[i + 7],
+        ])
+    };
+    [word(0), word(8)]
+}
+
+#[inline(always)]
+const fn mix_addr(h: u32, addr: AddrWords) -> u32 {
+    let h = mix(mix(h, addr[0] as u32), (addr[0] >> 32) as u32);
+    mix(mix(h, addr[1] as u32), (addr[1] >> 32) as u32)
 }
 
 /// The hash of a flow's peer side: with the flow's port, it names the flow's slot.
 #[inline(always)]
-pub fn peer_hash(peer: &[u8; 16], peer_port: u16, protocol: u8, scope: u32) -> u32 {
+pub const fn peer_hash(peer: AddrWords, peer_port: u16, protocol: u8, scope: u32) -> u32 {
     let h = mix_addr(0x2545_F491, peer);
-    let h = mix(h, (u32::from(peer_port) << 16) | u32::from(protocol));
+    let h = mix(h, ((peer_port as u32) << 16) | protocol as u32);
     mix(h, scope).wrapping_mul(0x85EB_CA77)
 }
 
 /// Where in the uplink's port range a flow's home is, before `% span`: a hash of the whole
 /// flow as the pod sends it.
 #[inline(always)]
-pub fn port_offset(pod: &[u8; 16], pod_port: u16, peer_hash: u32) -> u32 {
+pub const fn port_offset(pod: AddrWords, pod_port: u16, peer_hash: u32) -> u32 {
     let h = mix_addr(peer_hash, pod);
-    mix(h, u32::from(pod_port)).wrapping_mul(0xC2B2_AE3D) >> 8
+    mix(h, pod_port as u32).wrapping_mul(0xC2B2_AE3D) >> 8
 }
 
 /// The slot of the flow with the peer side `peer_hash` and the port `port`.
@@ -452,7 +468,7 @@ mod checksum_tests {
 #[cfg(test)]
 mod slot_tests {
     extern crate std;
-    use super::{NAT_FLOW_SLOTS, peer_hash, port_offset, slot_of};
+    use super::{NAT_FLOW_SLOTS, addr_words, peer_hash, port_offset, slot_of};
     use std::collections::HashSet;
 
     fn v4(last: u8) -> [u8; 16] {
@@ -465,7 +481,7 @@ mod slot_tests {
 
     #[test]
     fn a_peers_ports_are_neighbouring_slots_and_peers_spread_over_the_table() {
-        let hash = peer_hash(&v4(9), 53, 17, 2);
+        let hash = peer_hash(addr_words(&v4(9)), 53, 17, 2);
         // A flow's probes read neighbouring lines, wrapping at the table's end.
         for port in 61000u16..65535 {
             let next = (slot_of(hash, port) + 1) % NAT_FLOW_SLOTS;
@@ -477,7 +493,7 @@ mod slot_tests {
         for n in 0..4096u32 {
             regions.insert(
                 slot_of(
-                    peer_hash(&v4(n as u8), 1000 + (n >> 8) as u16, 17, 2),
+                    peer_hash(addr_words(&v4(n as u8)), 1000 + (n >> 8) as u16, 17, 2),
                     61000,
                 ) / 64,
             );
@@ -485,7 +501,7 @@ mod slot_tests {
         assert!(regions.len() > 2450, "{} distinct regions", regions.len());
         // A peer's flows from different pod ports start at different homes.
         let homes: HashSet<u32> = (0..1000u16)
-            .map(|p| port_offset(&v4(1), 30000 + p, hash) % 4536)
+            .map(|p| port_offset(addr_words(&v4(1)), 30000 + p, hash) % 4536)
             .collect();
         assert!(homes.len() > 850, "{} distinct homes", homes.len());
     }

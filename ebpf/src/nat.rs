@@ -23,11 +23,11 @@ use aya_ebpf::{
 use fedwall_common::{
     conntrack::{TCP_ESTABLISHED, TCP_RST, TCP_SYN_SEEN},
     nat::{
-        FLOW_PASS_INBOUND, FLOW_TRANSLATED, FRAGMENT_PASS, FRAGMENT_REWRITE, NAT_FLOW_PROBES,
-        NAT_FLOW_SLOTS, NAT_FRAGMENT_ENTRIES, NAT_FRAGMENT_TIMEOUT_NS, NAT_PREFIX_ENTRIES,
-        NAT_TCP_FIN_INSIDE, NAT_TCP_FIN_OUTSIDE, NAT_UPLINK_ENTRIES, NatFlow, NatFragment,
-        NatFragmentKey, NatPrefix, NatReason, NatUplink, PREFIX_NAT_OUTGOING, UPLINK_HAS_V4,
-        UPLINK_HAS_V6, checksum_update, peer_hash, port_offset, slot_of, translates,
+        AddrWords, FLOW_PASS_INBOUND, FLOW_TRANSLATED, FRAGMENT_PASS, FRAGMENT_REWRITE,
+        NAT_FLOW_PROBES, NAT_FLOW_SLOTS, NAT_FRAGMENT_ENTRIES, NAT_FRAGMENT_TIMEOUT_NS,
+        NAT_PREFIX_ENTRIES, NAT_TCP_FIN_INSIDE, NAT_TCP_FIN_OUTSIDE, NAT_UPLINK_ENTRIES, NatFlow,
+        NatFragment, NatFragmentKey, NatPrefix, NatReason, NatUplink, PREFIX_NAT_OUTGOING,
+        UPLINK_HAS_V4, UPLINK_HAS_V6, checksum_update, peer_hash, port_offset, slot_of, translates,
     },
     net::{icmp_type, ip_proto},
     policy::PacketCounter,
@@ -167,6 +167,11 @@ pub struct Flow {
     /// What an ICMP error quotes.
     quote: Quote,
 }
+
+// `words` reads the quote's addresses as 8-byte words.
+const _: () = assert!(core::mem::align_of::<Quote>() >= 8);
+const _: () = assert!(core::mem::offset_of!(Quote, src) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(Quote, dst) % 8 == 0);
 
 /// The packet an ICMP error quotes, as far as NAT needs it.
 #[repr(C)]
@@ -349,6 +354,41 @@ fn tcp_advance(state: u8, flags: u8, inside: bool) -> u8 {
     state
 }
 
+/// `addr` as words, by two aligned 8-byte loads.
+///
+/// # Safety
+/// `addr` is 8-byte aligned: the addresses of [`IpHeaders`], [`Quote`] and [`NatFlow`] are
+/// (asserted where they are defined).
+#[inline(always)]
+unsafe fn words(addr: &[u8; 16]) -> AddrWords {
+    let at = addr.as_ptr().cast::<u64>();
+    // SAFETY: 16 readable bytes, aligned as the caller promises.
+    unsafe { [at.read(), at.add(1).read()] }
+}
+
+/// Writes `addr` into an 8-byte aligned address field of a slot (two stores: a copy of the
+/// bytes is a call to a byte-wise memmove).
+#[inline(always)]
+fn put_words(out: &mut [u8; 16], addr: AddrWords) {
+    let at = out.as_mut_ptr().cast::<u64>();
+    // SAFETY: a slot's addresses are 8-byte aligned (asserted in fedwall_common::nat).
+    unsafe {
+        at.write(addr[0]);
+        at.add(1).write(addr[1]);
+    }
+}
+
+/// Whether slot `f` holds the flow of `peer:peer_port` over `protocol` on uplink `scope`
+/// (its pod side is checked by the caller, or not at all for a reply).
+#[inline(always)]
+fn is_with(f: &NatFlow, peer: AddrWords, peer_port: u16, protocol: u8, scope: u32) -> bool {
+    // SAFETY: a slot's addresses are aligned.
+    f.peer_port == peer_port
+        && f.protocol == protocol
+        && f.scope == scope
+        && unsafe { words(&f.peer) } == peer
+}
+
 /// Refreshes a live flow for a packet: its TCP state, and its timestamp at most every
 /// [`REFRESH_NS`] (most packets write nothing).
 #[inline(always)]
@@ -390,9 +430,9 @@ impl Home {
     #[inline(always)]
     fn of(
         flow: &Flow,
-        pod: &[u8; 16],
+        pod: AddrWords,
         pod_port: u16,
-        peer: &[u8; 16],
+        peer: AddrWords,
         peer_port: u16,
         (first, last): (u16, u16),
     ) -> Option<Home> {
@@ -467,14 +507,16 @@ impl Probe {
 
     /// The pod's and the peer's addresses and the pod's port.
     #[inline(always)]
-    fn sides(&self) -> (&[u8; 16], &[u8; 16], u16) {
+    fn sides(&self) -> (AddrWords, AddrWords, u16) {
         // SAFETY: `flow` is the per-CPU scratch slot, valid for the program's run.
         let flow = unsafe { &*self.flow };
         let h = &flow.headers;
+        // SAFETY: the headers' addresses are aligned.
+        let (src, dst) = unsafe { (words(&h.src), words(&h.dst)) };
         if self.pod_is_dst != 0 {
-            (&h.dst, &h.src, flow.dst_port)
+            (dst, src, flow.dst_port)
         } else {
-            (&h.src, &h.dst, flow.src_port)
+            (src, dst, flow.src_port)
         }
     }
 
@@ -553,8 +595,9 @@ extern "C" fn find_step(k: u64, ctx: *mut c_void) -> i64 {
     let (pod, peer, pod_port) = probe.sides();
     if c.flags != 0
         && c.pod_port == pod_port
-        && c.is_with(peer, probe.peer_port, flow.headers.protocol, flow.scope)
-        && c.pod == *pod
+        && is_with(c, peer, probe.peer_port, flow.headers.protocol, flow.scope)
+        // SAFETY: a slot's addresses are aligned.
+        && unsafe { words(&c.pod) } == pod
     {
         probe.index = index;
         return 1;
@@ -587,7 +630,7 @@ extern "C" fn claim_step(k: u64, ctx: *mut c_void) -> i64 {
     let seen = t.last_seen_ns;
     let (pod, peer, pod_port) = probe.sides();
     if t.live(now) {
-        if !t.is_with(peer, probe.peer_port, protocol, scope) {
+        if !is_with(t, peer, probe.peer_port, protocol, scope) {
             probe.crowded = 1;
         }
         return 0;
@@ -607,8 +650,8 @@ extern "C" fn claim_step(k: u64, ctx: *mut c_void) -> i64 {
     }
     // Readers match on `flags != 0`: the slot's old flow stops matching first.
     t.flags = 0;
-    t.pod = *pod;
-    t.peer = *peer;
+    put_words(&mut t.pod, pod);
+    put_words(&mut t.peer, peer);
     t.pod_port = pod_port;
     t.peer_port = probe.peer_port;
     t.port = probe.home.port(k);
@@ -675,11 +718,13 @@ fn egress(ctx: &TcContext) -> NatReason {
     flow.now = now;
     let h = &flow.headers;
     let peer_port = flow.peer_port(flow.dst_port);
+    // SAFETY: the headers' addresses are aligned.
+    let (src, dst) = unsafe { (words(&h.src), words(&h.dst)) };
     let Some(home) = Home::of(
         flow,
-        &h.src,
+        src,
         flow.src_port,
-        &h.dst,
+        dst,
         peer_port,
         (uplink.port_first, uplink.port_last),
     ) else {
@@ -797,7 +842,7 @@ fn node_address<'a>(uplink: &'a NatUplink, headers: &IpHeaders) -> Option<&'a [u
 fn translated_flow(
     flow: &Flow,
     protocol: u8,
-    peer: &[u8; 16],
+    peer: AddrWords,
     peer_port: u16,
     port: u16,
 ) -> Option<*mut NatFlow> {
@@ -809,7 +854,7 @@ fn translated_flow(
     let f = unsafe { &*found };
     (f.flags & FLOW_TRANSLATED != 0
         && f.port == port
-        && f.is_with(peer, peer_port, protocol, flow.scope)
+        && is_with(f, peer, peer_port, protocol, flow.scope)
         && f.live(flow.now))
     .then_some(found)
 }
@@ -821,9 +866,10 @@ fn reverse(ctx: &TcContext, flow: &Flow, uplink: &NatUplink) -> NatReason {
     let h = &flow.headers;
     let now = flow.now;
     let peer_port = flow.peer_port(flow.src_port);
+    // SAFETY: the headers' addresses are aligned.
+    let (src, dst) = unsafe { (words(&h.src), words(&h.dst)) };
     if node_address(uplink, h).is_some_and(|node| *node == h.dst) {
-        let Some(entry) = translated_flow(flow, h.protocol, &h.src, peer_port, flow.dst_port)
-        else {
+        let Some(entry) = translated_flow(flow, h.protocol, src, peer_port, flow.dst_port) else {
             return NatReason::NotEligible;
         };
         // SAFETY: a map value pointer stays valid for the program's run.
@@ -841,9 +887,9 @@ fn reverse(ctx: &TcContext, flow: &Flow, uplink: &NatUplink) -> NatReason {
     }
     let Some(home) = Home::of(
         flow,
-        &h.dst,
+        dst,
         flow.dst_port,
-        &h.src,
+        src,
         peer_port,
         (uplink.port_first, uplink.port_last),
     ) else {
@@ -1192,7 +1238,9 @@ fn icmp_error(ctx: &TcContext, flow: &mut Flow, uplink: &NatUplink) -> NatReason
     } else {
         q.dst_port
     };
-    let Some(entry) = translated_flow(flow, q.protocol, &q.dst, peer_port, q.src_port) else {
+    // SAFETY: the quote's addresses are aligned.
+    let peer = unsafe { words(&q.dst) };
+    let Some(entry) = translated_flow(flow, q.protocol, peer, peer_port, q.src_port) else {
         return NatReason::NotEligible;
     };
     // SAFETY: a map value pointer stays valid for the program's run; read only.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use fedwall::dataplane::TcProgram;
 use fedwall_common::nat::{
-    FLOW_TRANSLATED, NAT_PORT_FIRST, NAT_PORT_LAST, NatFlow, NatReason, peer_hash, port_offset,
-    slot_of,
+    FLOW_TRANSLATED, NAT_PORT_FIRST, NAT_PORT_LAST, NatFlow, NatReason, addr_words, peer_hash,
+    port_offset, slot_of,
 };
 use fedwall_common::net::ip_proto::UDP;
 use fedwall_tests::{
@@ -154,9 +154,9 @@ fn bench() -> anyhow::Result<Vec<Row>> {
     // address and the port it keeps) leaves the frame as it was, so a repeated run stays on
     // it. A lower bound: with the port unchanged, its checksum helper is skipped.
     let (pod_addr, peer_addr) = (bytes_of(a.node), bytes_of(a.internet));
-    let hash = peer_hash(&peer_addr, 53, UDP, TEST_RUN_IFINDEX);
+    let hash = peer_hash(addr_words(&peer_addr), 53, UDP, TEST_RUN_IFINDEX);
     let span = u32::from(NAT_PORT_LAST - NAT_PORT_FIRST) + 1;
-    let home = NAT_PORT_FIRST + (port_offset(&pod_addr, 7000, hash) % span) as u16;
+    let home = NAT_PORT_FIRST + (port_offset(addr_words(&pod_addr), 7000, hash) % span) as u16;
     let onto_itself = NatFlow {
         last_seen_ns: kernel_now_ns(),
         homed: 1,
