@@ -10,7 +10,7 @@
 //! live ones for the agent. Only TCP, UDP and ICMP echo are translated; later fragments of
 //! a translated datagram follow its first fragment.
 
-use core::ffi::c_void;
+use core::{ffi::c_void, intrinsics::AtomicOrdering};
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -32,8 +32,6 @@ use fedwall_common::{
     net::{icmp_type, ip_proto},
     policy::PacketCounter,
 };
-
-use core::intrinsics::AtomicOrdering;
 
 use crate::parse::{self, ETH_HLEN, Family, IpHeaders, Parsed};
 
@@ -194,15 +192,21 @@ pub struct Quote {
 }
 
 impl Flow {
-    /// The peer's port of a packet whose peer-side port is `port`: echo has none (its
-    /// identifier is the pod's, and the NAT port once translated).
+    /// The peer's port of the packet, whose peer-side port is `port`.
     #[inline(always)]
     fn peer_port(&self, port: u16) -> u16 {
-        if self.kind == L4Kind::Echo { 0 } else { port }
+        self.kind.peer_port(port)
     }
 }
 
 impl L4Kind {
+    /// The peer's port of a packet of this kind whose peer-side port is `port`: echo has
+    /// none (its identifier is the pod's, and the NAT port once translated).
+    #[inline(always)]
+    fn peer_port(self, port: u16) -> u16 {
+        if self == L4Kind::Echo { 0 } else { port }
+    }
+
     /// Offset of the checksum in the L4 header.
     #[inline(always)]
     const fn checksum_offset(self) -> usize {
@@ -529,24 +533,17 @@ impl Probe {
             return None;
         }
         // Most flows are at their home: looked at without the loop.
-        if self.homed & 1 != 0 {
-            let ctx = (self as *mut Probe).cast();
-            if find_step(0, ctx) != 0 {
-                return slot(self.index);
-            }
-            if self.homed == 1 {
-                return None;
-            }
+        let ctx = (self as *mut Probe).cast();
+        if find_step(0, ctx) != 0 {
+            return slot(self.index);
+        }
+        if self.homed & !1 == 0 {
+            return None;
         }
         // SAFETY: the callback is a BPF function taking (index, ctx) and `self` outlives
         // the call.
         unsafe {
-            bpf_loop(
-                self.home.probes(),
-                find_step as *mut c_void,
-                (self as *mut Probe).cast(),
-                0,
-            );
+            bpf_loop(self.home.probes() - 1, find_next as *mut c_void, ctx, 0);
         }
         slot(self.index)
     }
@@ -603,6 +600,12 @@ extern "C" fn find_step(k: u64, ctx: *mut c_void) -> i64 {
         return 1;
     }
     0
+}
+
+/// Step `k` of the loop after the home: `k + 1` of [`find_step`].
+#[inline(never)]
+extern "C" fn find_next(k: u64, ctx: *mut c_void) -> i64 {
+    find_step(k + 1, ctx)
 }
 
 /// Step `k` of the loop after the home: `k + 1` of [`claim_step`].
@@ -1233,11 +1236,7 @@ fn icmp_error(ctx: &TcContext, flow: &mut Flow, uplink: &NatUplink) -> NatReason
     if !node_address(uplink, &flow.headers).is_some_and(|node| *node == q.src) {
         return NatReason::NotEligible;
     }
-    let peer_port = if q.kind == L4Kind::Echo {
-        0
-    } else {
-        q.dst_port
-    };
+    let peer_port = q.kind.peer_port(q.dst_port);
     // SAFETY: the quote's addresses are aligned.
     let peer = unsafe { words(&q.dst) };
     let Some(entry) = translated_flow(flow, q.protocol, peer, peer_port, q.src_port) else {
