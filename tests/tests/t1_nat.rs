@@ -11,9 +11,12 @@ use std::net::IpAddr;
 
 use fedwall::dataplane::TcProgram;
 use fedwall_common::conntrack::CONNTRACK_ENTRIES;
-use fedwall_common::nat::{NAT_FLOW_SLOTS, NAT_PORT_FIRST, NAT_PORT_LAST, NatReason};
+use fedwall_common::nat::{
+    NAT_FLOW_SLOTS, NAT_PORT_FIRST, NAT_PORT_LAST, NatReason, addr_words, peer_hash, port_offset,
+};
+use fedwall_common::net::ip_proto;
 use fedwall_tests::{
-    nat::{Addrs, Nat, TC_ACT_SHOT, addrs, bytes_of, nat},
+    nat::{Addrs, Nat, TC_ACT_SHOT, TEST_RUN_IFINDEX, addrs, bytes_of, nat},
     packet::{IcmpError, IpFamily, Ipv6ExtHeader, Packet, ParsedPacket, TcpFlags},
     require_root,
 };
@@ -279,6 +282,67 @@ fn a_peer_out_of_ports_loses_the_new_flow_and_keeps_the_old_ones() {
             "{family:?}: the second's reply reaches its pod"
         );
     }
+}
+
+#[test]
+fn a_flow_past_its_home_port_is_found_both_ways_after_the_home_flow_expires() {
+    require_root!();
+    const FIRST: u16 = 62000;
+    const SPAN: u16 = 8;
+    let mut nat = nat(FIRST..=FIRST + SPAN - 1);
+    let a = addrs(IpFamily::V4);
+    // The port each of the pod's flows to the peer tries first, computed as the kernel does.
+    let (pod, peer) = (
+        addr_words(&bytes_of(a.pod)),
+        addr_words(&bytes_of(a.internet)),
+    );
+    let hash = peer_hash(peer, 53, ip_proto::UDP, TEST_RUN_IFINDEX);
+    let home = |sport: u16| FIRST + (port_offset(pod, sport, hash) % u32::from(SPAN)) as u16;
+    let after_home = FIRST + (home(5000) - FIRST + 1) % SPAN;
+    // Two more flows whose home is the first one's.
+    let mut same_home = (5001..).filter(|&sport| home(sport) == home(5000));
+    let mut next = || same_home.next().expect("ports of every home");
+    let (second, third) = (next(), next());
+    let flow = |sport| Proto::Udp.packet(a.pod, sport, a.internet, 53).build();
+
+    let first_out = nat.egress(&flow(5000), "first");
+    assert_eq!(
+        source_port(&first_out),
+        home(5000),
+        "the first flow gets its home"
+    );
+    let second_out = nat.egress(&flow(second), "second");
+    assert_eq!(
+        source_port(&second_out),
+        after_home,
+        "the second flow, its home taken, gets the next port"
+    );
+    // The first flow expires: the second is still found from its home, whose slot it
+    // does not hold, both ways.
+    let pod_addr = bytes_of(a.pod);
+    assert_eq!(
+        nat.expire_flows(|f| f.pod == pod_addr && f.pod_port == 5000),
+        1
+    );
+    assert_eq!(nat.egress(&flow(second), "second again"), second_out);
+    let reply = Proto::Udp
+        .packet(a.internet, 53, a.node, after_home)
+        .build();
+    let back = nat.ingress(&reply, "the second's reply");
+    let back = ParsedPacket::parse(&back).expect("reply");
+    assert_eq!(
+        (back.dst, back.ports()),
+        (a.pod, Some((53, second))),
+        "the second's reply reaches it"
+    );
+    // A new flow of that home takes the freed home port; the second keeps its own.
+    let third_out = nat.egress(&flow(third), "third");
+    assert_eq!(
+        source_port(&third_out),
+        home(5000),
+        "the third takes the home"
+    );
+    assert_eq!(nat.egress(&flow(second), "second, after"), second_out);
 }
 
 #[test]
