@@ -493,12 +493,30 @@ struct Probe {
     crowded: u32,
 }
 
+/// The pod's and the peer's addresses, the pod's port and the peer's, of a packet whose
+/// pod is on the `pod_is_dst` side.
+#[inline(always)]
+fn sides(flow: &Flow, pod_is_dst: bool) -> (AddrWords, AddrWords, u16, u16) {
+    let h = &flow.headers;
+    // SAFETY: the headers' addresses are aligned.
+    let (src, dst) = unsafe { (words(&h.src), words(&h.dst)) };
+    if pod_is_dst {
+        (dst, src, flow.dst_port, flow.peer_port(flow.src_port))
+    } else {
+        (src, dst, flow.src_port, flow.peer_port(flow.dst_port))
+    }
+}
+
 impl Probe {
+    /// The walk over the slots of the packet's flow, whose pod is on the `pod_is_dst` side,
+    /// on an uplink handing out `ports`; `None` for an empty range (no flow can have a
+    /// port there).
     #[inline(always)]
-    fn new(flow: &Flow, home: Home, pod_is_dst: bool, peer_port: u16) -> Probe {
-        Probe {
+    fn of(flow: &Flow, pod_is_dst: bool, ports: (u16, u16)) -> Option<Probe> {
+        let (pod, peer, pod_port, peer_port) = sides(flow, pod_is_dst);
+        Some(Probe {
             flow,
-            home,
+            home: Home::of(flow, pod, pod_port, peer, peer_port, ports)?,
             homed: 0,
             pod_is_dst: u32::from(pod_is_dst),
             peer_port,
@@ -506,22 +524,15 @@ impl Probe {
             tcp_state: 0,
             index: u32::MAX,
             crowded: 0,
-        }
+        })
     }
 
     /// The pod's and the peer's addresses and the pod's port.
     #[inline(always)]
     fn sides(&self) -> (AddrWords, AddrWords, u16) {
         // SAFETY: `flow` is the per-CPU scratch slot, valid for the program's run.
-        let flow = unsafe { &*self.flow };
-        let h = &flow.headers;
-        // SAFETY: the headers' addresses are aligned.
-        let (src, dst) = unsafe { (words(&h.src), words(&h.dst)) };
-        if self.pod_is_dst != 0 {
-            (dst, src, flow.dst_port)
-        } else {
-            (src, dst, flow.src_port)
-        }
+        let (pod, peer, pod_port, _) = sides(unsafe { &*self.flow }, self.pod_is_dst != 0);
+        (pod, peer, pod_port)
     }
 
     /// The slot of the flow (live or not), if one is there.
@@ -720,25 +731,12 @@ fn egress(ctx: &TcContext) -> NatReason {
     let now = now_ns();
     flow.now = now;
     let h = &flow.headers;
-    let peer_port = flow.peer_port(flow.dst_port);
-    // SAFETY: the headers' addresses are aligned.
-    let (src, dst) = unsafe { (words(&h.src), words(&h.dst)) };
-    let Some(home) = Home::of(
-        flow,
-        src,
-        flow.src_port,
-        dst,
-        peer_port,
-        (uplink.port_first, uplink.port_last),
-    ) else {
-        return NatReason::DropPortsExhausted;
-    };
     let (addr, has) = match family_of(h) {
         Family::V4 => (&uplink.addr_v4, UPLINK_HAS_V4),
         Family::V6 => (&uplink.addr_v6, UPLINK_HAS_V6),
     };
-    let mut probe = Probe::new(flow, home, false, peer_port);
-    if let Some(entry) = probe.find() {
+    let mut probe = Probe::of(flow, false, (uplink.port_first, uplink.port_last));
+    if let Some(entry) = probe.as_mut().and_then(Probe::find) {
         // SAFETY: a map value pointer stays valid for the program's run.
         let entry = unsafe { &mut *entry };
         if entry.live(now) {
@@ -784,6 +782,10 @@ fn egress(ctx: &TcContext) -> NatReason {
         // Picked up mid-stream.
         L4Kind::Tcp => TCP_ESTABLISHED,
         _ => 0,
+    };
+    // An uplink without ports has no flows: only a new one is refused.
+    let Some(mut probe) = probe else {
+        return NatReason::DropPortsExhausted;
     };
     let port = match probe.claim(FLOW_TRANSLATED, tcp_state) {
         Ok(port) => port,
@@ -869,10 +871,10 @@ fn reverse(ctx: &TcContext, flow: &Flow, uplink: &NatUplink) -> NatReason {
     let h = &flow.headers;
     let now = flow.now;
     let peer_port = flow.peer_port(flow.src_port);
-    // SAFETY: the headers' addresses are aligned.
-    let (src, dst) = unsafe { (words(&h.src), words(&h.dst)) };
     if node_address(uplink, h).is_some_and(|node| *node == h.dst) {
-        let Some(entry) = translated_flow(flow, h.protocol, src, peer_port, flow.dst_port) else {
+        // SAFETY: the headers' addresses are aligned.
+        let peer = unsafe { words(&h.src) };
+        let Some(entry) = translated_flow(flow, h.protocol, peer, peer_port, flow.dst_port) else {
             return NatReason::NotEligible;
         };
         // SAFETY: a map value pointer stays valid for the program's run.
@@ -888,17 +890,9 @@ fn reverse(ctx: &TcContext, flow: &Flow, uplink: &NatUplink) -> NatReason {
             None => NatReason::DropRewriteFailed,
         };
     }
-    let Some(home) = Home::of(
-        flow,
-        dst,
-        flow.dst_port,
-        src,
-        peer_port,
-        (uplink.port_first, uplink.port_last),
-    ) else {
+    let Some(mut probe) = Probe::of(flow, true, (uplink.port_first, uplink.port_last)) else {
         return NatReason::NotEligible;
     };
-    let mut probe = Probe::new(flow, home, true, peer_port);
     match probe.find() {
         Some(entry) => {
             // SAFETY: a map value pointer stays valid for the program's run.
